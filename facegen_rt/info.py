@@ -1,0 +1,62 @@
+"""`facegen-rt info` / `python -m facegen_rt.info`: versions and backend availability.
+
+For every op and backend it prints "available" or the exact reason it is not.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from typing import Optional
+
+import torch
+
+import facegen_rt
+from facegen_rt.ops import _native
+from facegen_rt.ops.masked_cross_attention import BACKENDS as _MXA
+from facegen_rt.ops.shared_self_attention import BACKENDS as _SSA
+from facegen_rt.ops.spade_norm import BACKENDS as _SPADE
+
+OP_TABLES = (_SPADE, _MXA, _SSA)
+
+
+def _version(module: str) -> str:
+    try:
+        return getattr(importlib.import_module(module), "__version__", "installed")
+    except ImportError:
+        return "not installed"
+
+
+def backend_status() -> dict[str, dict[str, Optional[str]]]:
+    """{op: {backend: None if available else the reason}}."""
+    return {t.op_name: {b.name: b.unavailable() for b in t.backends} for t in OP_TABLES}
+
+
+def report() -> str:
+    lines = [
+        f"facegen_rt {facegen_rt.__version__}",
+        f"python {platform.python_version()} on {platform.machine()}",
+        f"torch {torch.__version__} (threads: {torch.get_num_threads()}, "
+        f"cuda available: {torch.cuda.is_available()})",
+    ]
+    lines += [f"{m} {_version(m)}" for m in ("triton", "numpy", "onnx", "onnxruntime")]
+    c_module, why = _native._load_c()
+    if c_module is not None:
+        lines.append(f"facegen_rt._C: {c_module.__doc__}")
+    lines.append("")
+    lines.append("ops and backends (automatic order: cpu tensors -> cpu, reference; "
+                 "cuda tensors -> triton, reference):")
+    for op, backends in backend_status().items():
+        lines.append(f"  {op}")
+        for name, reason in backends.items():
+            lines.append(f"    {name:<10} {'available' if reason is None else reason}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from facegen_rt.ops import masked_cross_attention, masked_cross_attention_reference, nan_checks
+
+from .parity import BACKENDS, DTYPES, assert_parity, cast, skip_unless_available, to64
+
+B, H, L, D, R = 2, 3, 97, 40, 19
+
+
+def make_mask(kind: str, b=B, l=L, r=R) -> torch.Tensor:
+    """[B, L, R] float masks of the kinds the kernels treat differently."""
+    if kind == "onehot":  # a semantic mask: one region per pixel
+        return torch.nn.functional.one_hot(torch.randint(0, r, (b, l)), r).float()
+    if kind == "onehot_with_empty_rows":  # some pixels in no region
+        mask = make_mask("onehot", b, l, r)
+        mask[torch.rand(b, l) < 0.3] = 0
+        return mask
+    if kind == "empty":  # the unconditional branch: segmentation zeros
+        return torch.zeros(b, l, r)
+    if kind == "all_kept":
+        return torch.ones(b, l, r)
+    if kind == "soft":  # several weighted regions per pixel: the general path
+        return torch.rand(b, l, r) * (torch.rand(b, l, r) < 0.15)
+    raise ValueError(kind)
+
+
+MASKS = ("onehot", "onehot_with_empty_rows", "empty", "all_kept", "soft")
+
+
+def make_inputs(noncontiguous=False):
+    if noncontiguous:  # q as a permuted view of a [B, L, h, d] projection
+        q = torch.randn(B, L, H, D).permute(0, 2, 1, 3)
+    else:
+        q = torch.randn(B, H, L, D)
+    return q, torch.randn(B, H, R, D), torch.randn(B, H, R, D)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("kind", MASKS)
+@pytest.mark.parametrize("noncontiguous", [False, True])
+def test_parity(backend, dtype, kind, noncontiguous):
+    skip_unless_available(backend)
+    dtype = DTYPES[dtype]
+    q, k, v = cast(dtype, *make_inputs(noncontiguous))
+    mask = make_mask(kind).to(dtype)
+    scale = D ** -0.5
+    ref64 = masked_cross_attention_reference(*to64(q, k, v, mask), scale)
+    ref_lowp = masked_cross_attention_reference(q, k, v, mask, scale)
+    out = masked_cross_attention(q, k, v, mask, backend=backend)
+    assert_parity(out, ref64, ref_lowp, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_onehot_row_with_exactly_zero_logit_gives_mean_v(backend):
+    """The seed masks a logit that is exactly 0.0 even inside its region: then the whole
+    row is -max and the output is mean(V), not v[region]. The fast path must agree."""
+    skip_unless_available(backend)
+    q, k, v = make_inputs()
+    q[:, :, 5] = 0  # every head's logits at pixel 5 are exactly zero
+    mask = make_mask("onehot")
+    out = masked_cross_attention(q, k, v, mask, backend=backend)
+    torch.testing.assert_close(out[:, :, 5], v.mean(dim=2), atol=1e-5, rtol=1e-5)
+    region = mask[:, 6].argmax(-1)  # an ordinary pixel: a pure gather of its region's value
+    torch.testing.assert_close(out[:, :, 6], v[torch.arange(B), :, region], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bad,error,needle", [
+    (dict(q=torch.randn(B, H, L)), ValueError, "q must have 4 dims"),
+    (dict(k=torch.randn(B, H, R, D + 1)), ValueError, "k and v must have shape"),
+    (dict(v=torch.randn(B, H, R + 1, D)), ValueError, "k and v must have shape"),
+    (dict(mask=torch.ones(B, L + 1, R)), ValueError, "mask must have shape"),
+    (dict(mask=torch.ones(B, L, R, dtype=torch.long)), TypeError, "mask has dtype int64"),
+    (dict(k=torch.randn(B, H, R, D).bfloat16()), TypeError, "k has dtype bfloat16"),
+    (dict(v=torch.randn(B, H, R, D, device="meta")), TypeError, "v is on meta"),
+])
+def test_bad_input(bad, error, needle):
+    args = dict(q=torch.randn(B, H, L, D), k=torch.randn(B, H, R, D), v=torch.randn(B, H, R, D),
+                mask=make_mask("onehot"))
+    args.update(bad)
+    with pytest.raises(error, match=needle):
+        masked_cross_attention(**args)
+
+
+def test_nan_input_named_when_checks_on():
+    q, k, v = make_inputs()
+    k[1, 2, 3, 4] = float("inf")
+    with nan_checks(True), pytest.raises(ValueError, match="k contains NaN or inf"):
+        masked_cross_attention(q, k, v, make_mask("onehot"))
