@@ -1,0 +1,1 @@
+"""Data sources for facegen_rt (synthetic datasets and loaders)."""
