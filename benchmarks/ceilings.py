@@ -1,0 +1,117 @@
+"""This machine's ceilings, measured at the start of every run (the machine is shared
+and noisy, so results are reported as fractions of ceilings from the same run).
+
+Formulas:
+    GEMM peak   = 2 * n^3 / t_median       torch.mm of two n x n matrices, per dtype
+    copy BW     = 2 * nbytes / t_median    dst.copy_(src), nbytes per buffer: bytes
+                                           read plus bytes written, per second
+A "same-size" copy splits an op's total buffer footprint T between src and dst
+(T / 2 each), so the copy moves exactly T bytes, like the op, through the same level
+of the cache hierarchy. It is measured lazily, once per T, during the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .harness import TimingConfig, _dtype_name, time_callable
+
+GEMM_DTYPES = (torch.float32, torch.bfloat16)
+_ALIGN = 64  # bytes; keeps both copy buffers a whole number of cache lines
+
+
+@dataclass(frozen=True)
+class CeilingConfig:
+    """Sizes and timing of the ceiling measurements.
+
+    gemm_n: matrix size of the GEMM peak. copy_bytes: bytes per buffer of the
+    large-buffer copy (src and dst each), large enough to leave the private caches.
+    """
+
+    gemm_n: int = 2048
+    copy_bytes: int = 256 * 2**20
+    timing: TimingConfig = TimingConfig(warmup=2, min_reps=7, min_time_s=0.5, max_reps=200,
+                                        slow_call_s=10.0)
+
+
+QUICK_CEILINGS = CeilingConfig(gemm_n=512, copy_bytes=16 * 2**20,
+                               timing=TimingConfig(warmup=1, min_reps=3, min_time_s=0.0,
+                                                   max_reps=3, slow_call_s=10.0))
+
+
+def measure_gemm(dtype: torch.dtype, n: int, timing: TimingConfig) -> dict:
+    """Median GFLOP/s of torch.mm(a, b), a and b n x n of ``dtype``."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    t = time_callable(lambda: torch.mm(a, b), timing)
+    flops = 2.0 * n ** 3
+    return {"n": n, "gflops": flops / t.median_ms / 1e6,
+            # the 10th percentile time is the 90th percentile rate
+            "p10_gflops": flops / t.p90_ms / 1e6, "p90_gflops": flops / t.p10_ms / 1e6,
+            "reps": t.reps}
+
+
+def measure_copy(bytes_per_buffer: int, timing: TimingConfig) -> dict:
+    """Median (bytes read + bytes written) per second of dst.copy_(src)."""
+    n = max(bytes_per_buffer // _ALIGN * _ALIGN // 4, _ALIGN // 4)
+    src = torch.rand(n)
+    dst = torch.zeros(n)  # zeros, not empty: page faults belong to no one's bandwidth
+    t = time_callable(lambda: dst.copy_(src), timing)
+    moved = 2.0 * n * 4
+    return {"bytes_per_buffer": n * 4, "gbps": moved / t.median_ms / 1e6,
+            "p10_gbps": moved / t.p90_ms / 1e6, "p90_gbps": moved / t.p10_ms / 1e6,
+            "reps": t.reps}
+
+
+@dataclass
+class Ceilings:
+    """Ceilings of one run; same-size copies are added as suites ask for them."""
+
+    config: CeilingConfig
+    threads: int
+    gemm: dict[str, dict]
+    copy: dict
+    same_size: dict[int, dict] = field(default_factory=dict)
+
+    @classmethod
+    def measure(cls, config: CeilingConfig = CeilingConfig(),
+                log: Callable[[str], None] = print) -> "Ceilings":
+        gemm = {}
+        for dtype in GEMM_DTYPES:
+            gemm[_dtype_name(dtype)] = measure_gemm(dtype, config.gemm_n, config.timing)
+            name = _dtype_name(dtype)
+            log(f"  ceiling GEMM {name:<9} {gemm[name]['gflops']:8.1f} GFLOP/s")
+        copy = measure_copy(config.copy_bytes, config.timing)
+        mib = copy["bytes_per_buffer"] / 2**20
+        log(f"  ceiling copy 2 x {mib:.0f} MiB {copy['gbps']:8.1f} GB/s")
+        return cls(config=config, threads=torch.get_num_threads(), gemm=gemm, copy=copy)
+
+    def gemm_peak_gflops(self, dtype: torch.dtype) -> Optional[float]:
+        entry = self.gemm.get(_dtype_name(dtype))
+        return None if entry is None else entry["gflops"]
+
+    def copy_gbps(self) -> float:
+        return self.copy["gbps"]
+
+    def same_size_copy_gbps(self, total_bytes: float) -> float:
+        """Copy bandwidth on src + dst buffers of ``total_bytes`` together."""
+        key = int(total_bytes)
+        if key not in self.same_size:
+            entry = measure_copy(key // 2, self.config.timing)
+            entry["total_bytes"] = key
+            self.same_size[key] = entry
+        return self.same_size[key]["gbps"]
+
+    def to_json(self) -> dict:
+        return {
+            "torch_num_threads": self.threads,
+            "gemm": self.gemm,
+            "copy": self.copy,
+            "copy_same_size": [self.same_size[k] for k in sorted(self.same_size)],
+        }
+
+
+__all__ = ["CeilingConfig", "Ceilings", "QUICK_CEILINGS", "measure_copy", "measure_gemm"]

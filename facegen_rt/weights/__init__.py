@@ -1,0 +1,17 @@
+"""Weight loading: safe checkpoint reading, the official SCA-DM loader, this project's
+safetensors bundles, and load reports."""
+
+from .report import CheckpointMismatchError, LoadReport, ShapeMismatch, assign_tensors
+from .safe_torch_load import (DEFAULT_MAX_BYTES, CheckpointCorruptError, CheckpointError,
+                              CheckpointTooLargeError, UnsafeCheckpointError, extract_state_dict,
+                              safe_torch_load)
+from .safetensors_io import bundle_paths, load_model, read_bundle, save_model
+from .scadm_loader import (ema_key_map, load_scadm, load_scadm_official, load_vq, save_scadm)
+
+__all__ = [
+    "CheckpointCorruptError", "CheckpointError", "CheckpointMismatchError",
+    "CheckpointTooLargeError",
+    "DEFAULT_MAX_BYTES", "LoadReport", "ShapeMismatch", "UnsafeCheckpointError", "assign_tensors",
+    "bundle_paths", "ema_key_map", "extract_state_dict", "load_model", "load_scadm",
+    "load_scadm_official", "load_vq", "read_bundle", "safe_torch_load", "save_model", "save_scadm",
+]
