@@ -12,12 +12,7 @@ from typing import Optional
 import torch
 
 import facegen_rt
-from facegen_rt.ops import _native
-from facegen_rt.ops.masked_cross_attention import BACKENDS as _MXA
-from facegen_rt.ops.shared_self_attention import BACKENDS as _SSA
-from facegen_rt.ops.spade_norm import BACKENDS as _SPADE
-
-OP_TABLES = (_SPADE, _MXA, _SSA)
+from facegen_rt.ops import OPS, _native
 
 
 def _version(module: str) -> str:
@@ -29,7 +24,8 @@ def _version(module: str) -> str:
 
 def backend_status() -> dict[str, dict[str, Optional[str]]]:
     """{op: {backend: None if available else the reason}}."""
-    return {t.op_name: {b.name: b.unavailable() for b in t.backends} for t in OP_TABLES}
+    tables = [importlib.import_module(f"facegen_rt.ops.{op}").BACKENDS for op in OPS]
+    return {t.op_name: {b.name: b.unavailable() for b in t.backends} for t in tables}
 
 
 def report() -> str:

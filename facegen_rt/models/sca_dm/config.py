@@ -233,6 +233,20 @@ PRESETS: dict[str, SCADMConfig] = {
         style=StyleEncoderConfig(num_feat=1),
         vq=VQConfig(n_embed=64, ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, resolution=64),
     ),
+    # The bundled SynthFace model (facegen_rt/assets/scadm_small): sized so that VQ + UNet
+    # + style encoder stay well under 25 MB and train in under an hour on two CPU cores.
+    # The VQ encoder has no residual blocks (conv_in, two stride-2 convs, a mid block):
+    # it only has to produce latents once per training image, while the decoder keeps one
+    # residual block per level. Latent statistics are normalized by ``scale_factor``,
+    # which the trainer measures on the encoded training set.
+    "synthface128": SCADMConfig(
+        name="synthface128", image_size=128, latent_size=32,
+        unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                        attention_ds=(2, 4), spade_hidden=32, groups=16),
+        style=StyleEncoderConfig(num_feat=1),
+        vq=VQConfig(n_embed=512, ch=32, ch_mult=(1, 2, 2), num_res_blocks=0,
+                    mid_attention=False, resolution=128),
+    ),
 }
 
 
