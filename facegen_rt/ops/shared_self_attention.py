@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ._backends import Backend, OpBackends, dtype_refusals
-from ._checks import check_finite, check_like, check_tensor
+from ._checks import check_finite, check_like, check_tensor, nan_checks_enabled
 from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "shared_self_attention"
@@ -81,10 +81,10 @@ BACKENDS = OpBackends(OP, [
 def _shared_self_attention_op(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.Tensor,
                               k_ref: torch.Tensor, v_ref: torch.Tensor, ref_keep: torch.Tensor,
                               scale: float, exclude: bool, backend: str) -> torch.Tensor:
-    # Masked reference rows are never read, so only kept rows must be finite.
-    check_finite(OP, q=q, k_self=k_self, v_self=v_self,
-                 k_ref=k_ref[ref_keep[:, None].expand(k_ref.shape[:3])],
-                 v_ref=v_ref[ref_keep[:, None].expand(v_ref.shape[:3])])
+    if nan_checks_enabled():
+        # Masked reference rows are never read, so only kept rows must be finite.
+        rows = ref_keep[:, None].expand(k_ref.shape[:3])
+        check_finite(OP, q=q, k_self=k_self, v_self=v_self, k_ref=k_ref[rows], v_ref=v_ref[rows])
     impl = BACKENDS.select(backend, q.device.type, q, k_self, v_self, k_ref, v_ref, ref_keep,
                            scale, exclude)
     return impl.run(q, k_self, v_self, k_ref, v_ref, ref_keep, scale, exclude)
