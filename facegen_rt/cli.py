@@ -12,6 +12,8 @@ COMMANDS = {
     "info": ("facegen_rt.info", "main", "versions, and every op backend's availability"),
     "synth": ("facegen_rt.data.synthface.cli", "synth_main",
               "render SynthFace images with labels: --n N --res R --out DIR"),
+    "generate": ("facegen_rt.pipelines.generate_cli", "generate_main",
+                 "mask-controlled face generation with SCA-DM (see --help)"),
 }
 
 

@@ -1,0 +1,190 @@
+"""The bundled evaluators: loading and a high-level API.
+
+::
+
+    ev = load_evaluators()              # or the module functions, which share one instance
+    ev.parse(images)      -> int64 [N, H, W] class ids (CelebAMask-HQ order, 19 classes)
+    ev.landmarks(images)  -> float32 [N, 39, 2] pixel (x, y) at the input resolution
+    ev.attributes(images) -> float32 [N, 32] probabilities (ATTRIBUTE_NAMES order)
+    ev.embed(images)      -> float32 [N, D] features for FD-SF / KID
+
+``images`` is uint8 [N, H, W, 3] (numpy or torch, or one [H, W, 3] image) or float
+[N, 3, H, W] in [0, 1]. Both nets run at 128x128: other sizes are resized to 128 with
+antialiased bilinear filtering, parser logits are upsampled bilinearly back to H x W
+before the argmax, and landmarks are scaled by W / 128 and H / 128. So a 256x256 image
+is parsed from its 128x128 reduction with sub-pixel edges recovered by the logit
+interpolation (the report measures it separately).
+
+Embedding: the global average pools of the face net's last two encoder stages
+(8x8 and 16x16), concatenated, not normalised (FaceNet.embedding_dim values).
+
+Weights: ``facegen_rt/assets/evaluators/{parser,face}.safetensors`` with their JSON
+configs (architecture and the training record); see :mod:`facegen_rt.eval.train`.
+
+Held-out item ranges (the train split is never used for evaluation): the report reads
+held-out items 0..999, training-time validation items 500000.., tests 1000000 and up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import nets
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "evaluators"
+KINDS = ("parser", "face")
+REPORT_HELDOUT_START = 0
+TEST_HELDOUT_START = 1_000_000
+
+
+def asset_paths(asset_dir: Union[str, Path] = ASSET_DIR) -> dict:
+    """{kind: weights path} of the bundled evaluators."""
+    return {k: Path(asset_dir) / f"{k}.safetensors" for k in KINDS}
+
+
+def assets_present(asset_dir: Union[str, Path] = ASSET_DIR) -> bool:
+    """True when every evaluator's weights and config exist."""
+    return all(p.is_file() and p.with_suffix(".json").is_file() for p in asset_paths(asset_dir).values())
+
+
+def load_net(kind: str, asset_dir: Union[str, Path] = ASSET_DIR) -> tuple[nn.Module, dict]:
+    """(net in eval mode with fp32 weights, its config dict) of evaluator ``kind``."""
+    from ..weights.safetensors_io import load_model
+    path = asset_paths(asset_dir)[kind]
+    mods, config, _ = load_model(path, lambda cfg, names: {"net": nets.build(cfg["kind"], cfg["arch"])},
+                                 dtype=torch.float32)
+    if config.get("kind") != kind:
+        raise ValueError(f"{path}: config kind {config.get('kind')!r} is not {kind!r}")
+    return mods["net"].eval(), config
+
+
+def as_float_images(images) -> torch.Tensor:
+    """uint8 [N, H, W, 3] / [H, W, 3] or float [N, 3, H, W] in [0, 1] -> float32 [N, 3, H, W]."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a numpy array or torch tensor, got {type(images).__name__}")
+    if images.dtype == torch.uint8:
+        x = images if images.dim() == 4 else images.unsqueeze(0)
+        if x.dim() != 4 or x.shape[-1] != 3:
+            raise ValueError(f"uint8 images must be [N, H, W, 3], got {tuple(images.shape)}")
+        return x.permute(0, 3, 1, 2).float().div_(255.0)
+    if not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating, got {images.dtype}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"float images must be [N, 3, H, W] in [0, 1], got {tuple(images.shape)}")
+    return images.float()
+
+
+def _to_net_res(x: torch.Tensor) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == (nets.NET_RES, nets.NET_RES):
+        return x
+    return F.interpolate(x, size=(nets.NET_RES, nets.NET_RES), mode="bilinear", align_corners=False,
+                         antialias=True).clamp_(0, 1)
+
+
+class Evaluators:
+    """The parser and the face net (landmarks, attributes, embedding), loaded lazily.
+
+    Args:
+        asset_dir: where ``parser.safetensors`` / ``face.safetensors`` live.
+        batch: images per forward pass.
+    """
+
+    def __init__(self, asset_dir: Union[str, Path] = ASSET_DIR, batch: int = 64):
+        self.asset_dir, self.batch = Path(asset_dir), int(batch)
+        self._nets: dict = {}
+        self.configs: dict = {}
+
+    def net(self, kind: str) -> nn.Module:
+        if kind not in self._nets:
+            self._nets[kind], self.configs[kind] = load_net(kind, self.asset_dir)
+        return self._nets[kind]
+
+    @torch.no_grad()
+    def parse_logits(self, images) -> torch.Tensor:
+        """float32 [N, 19, H, W] class logits at the input resolution."""
+        x = as_float_images(images)
+        net, outs = self.net("parser"), []
+        for s in range(0, x.shape[0], self.batch):
+            logits = net(_to_net_res(x[s:s + self.batch]).contiguous(memory_format=torch.channels_last))
+            if logits.shape[-2:] != x.shape[-2:]:
+                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            outs.append(logits.float().contiguous())
+        return torch.cat(outs) if outs else torch.empty(0, 19, *x.shape[-2:])
+
+    @torch.no_grad()
+    def parse(self, images) -> torch.Tensor:
+        """int64 [N, H, W] class ids at the input resolution."""
+        x = as_float_images(images)
+        out = []
+        for s in range(0, x.shape[0], self.batch):   # argmax per chunk keeps memory flat at 256^2+
+            out.append(self.parse_logits(x[s:s + self.batch]).argmax(1))
+        return torch.cat(out) if out else torch.empty(0, *x.shape[-2:], dtype=torch.long)
+
+    @torch.no_grad()
+    def analyze(self, images) -> dict:
+        """One face-net pass: {"landmarks" float32 [N, 39, 2] (input pixels), "attributes"
+        float32 [N, 32] probabilities, "embedding" float32 [N, D]}."""
+        x = as_float_images(images)
+        net = self.net("face")
+        lms, ats, embs = [], [], []
+        for s in range(0, x.shape[0], self.batch):
+            o = net(_to_net_res(x[s:s + self.batch]).contiguous(memory_format=torch.channels_last))
+            lms.append(o["landmarks"].float())
+            ats.append(torch.sigmoid(o["attr_logits"].float()))
+            embs.append(o["embedding"].float())
+        h, w = x.shape[-2:]
+        scale = torch.tensor([w / nets.NET_RES, h / nets.NET_RES])
+        return {"landmarks": torch.cat(lms) * scale, "attributes": torch.cat(ats), "embedding": torch.cat(embs)}
+
+    def landmarks(self, images) -> torch.Tensor:
+        """float32 [N, 39, 2] pixel (x, y) in the input's resolution (LANDMARK_NAMES order)."""
+        return self.analyze(images)["landmarks"]
+
+    def attributes(self, images) -> torch.Tensor:
+        """float32 [N, 32] attribute probabilities (ATTRIBUTE_NAMES order)."""
+        return self.analyze(images)["attributes"]
+
+    def embed(self, images) -> torch.Tensor:
+        """float32 [N, D] embedding for FD-SF and KID."""
+        return self.analyze(images)["embedding"]
+
+
+_DEFAULT: Optional[Evaluators] = None
+
+
+def load_evaluators(asset_dir: Union[str, Path, None] = None) -> Evaluators:
+    """The shared default instance (bundled assets), or a new one for ``asset_dir``."""
+    global _DEFAULT
+    if asset_dir is not None:
+        return Evaluators(asset_dir)
+    if _DEFAULT is None:
+        _DEFAULT = Evaluators()
+    return _DEFAULT
+
+
+def parse(images) -> torch.Tensor:
+    """Class ids int64 [N, H, W]; see :meth:`Evaluators.parse`."""
+    return load_evaluators().parse(images)
+
+
+def landmarks(images) -> torch.Tensor:
+    """Landmarks float32 [N, 39, 2]; see :meth:`Evaluators.landmarks`."""
+    return load_evaluators().landmarks(images)
+
+
+def attributes(images) -> torch.Tensor:
+    """Attribute probabilities float32 [N, 32]; see :meth:`Evaluators.attributes`."""
+    return load_evaluators().attributes(images)
+
+
+def embed(images) -> torch.Tensor:
+    """Embedding float32 [N, D]; see :meth:`Evaluators.embed`."""
+    return load_evaluators().embed(images)

@@ -1,0 +1,194 @@
+"""Architectures of the bundled evaluators: small CNNs sized for CPU training.
+
+Both nets take images as float [N, 3, 128, 128] in [0, 1] and start with a 2x2
+space-to-depth step (the 4 pixels of each 2x2 cell become 12 channels of a 64x64 map):
+no information is lost, and the 64x64 stage costs a quarter of a full-resolution one,
+which is what makes a 30-minute CPU training possible.
+
+* :class:`ParserNet`: a U-Net over 64 -> 32 -> 16 -> 8 whose 64x64 output predicts
+  the 2x2 pixels of each cell (pixel shuffle back to 128x128). The raw 12-channel
+  space-to-depth input is fed again to the last stage so that sub-cell edges are
+  decided from the exact pixel colours (labels are ``coverage >= 0.5``, which the
+  anti-aliased colour of an edge pixel encodes).
+* :class:`FaceNet`: a shared encoder with a landmark head (per-landmark heatmap logits
+  at 32x32 from a small feature pyramid, read out by soft-argmax) and an attribute
+  head on globally pooled features; those pooled features are the embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.synthface import NUM_ATTRIBUTES, NUM_CLASSES, NUM_LANDMARKS
+
+#: input resolution both nets are trained at (other sizes are resized to it)
+NET_RES = 128
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """3x3 conv (no bias) + BatchNorm + ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity shortcut (channels kept)."""
+
+    def __init__(self, c: int, dilation: int = 1):
+        super().__init__()
+        self.a = conv_bn(c, c, dilation=dilation)
+        self.b = nn.Sequential(nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, bias=False),
+                               nn.BatchNorm2d(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.b(self.a(x)))
+
+
+def stage(cin: int, cout: int, blocks: int, stride: int = 2, dilation: int = 1) -> nn.Sequential:
+    """A strided conv_bn to ``cout`` followed by ``blocks`` residual blocks."""
+    return nn.Sequential(conv_bn(cin, cout, stride), *[ResBlock(cout, dilation) for _ in range(blocks)])
+
+
+def _up(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@dataclass
+class ParserConfig:
+    """Widths of the 64/32/16/8 stages and residual blocks per encoder stage."""
+
+    widths: tuple = (32, 64, 96, 128)
+    blocks: tuple = (1, 1, 2, 2)
+    num_classes: int = NUM_CLASSES
+    patch: int = 2          # space-to-depth factor of the input (2: first stage at 64x64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ParserNet(nn.Module):
+    """Face parser: image float [N, 3, 128, 128] in [0, 1] -> logits float [N, 19, 128, 128]."""
+
+    def __init__(self, cfg: ParserConfig = ParserConfig()):
+        super().__init__()
+        w, b = tuple(cfg.widths), tuple(cfg.blocks)
+        self.cfg = cfg
+        self.patch = int(cfg.patch)
+        cin = 3 * self.patch ** 2
+        self.stem = stage(cin, w[0], b[0], stride=1)
+        self.enc1 = stage(w[0], w[1], b[1])
+        self.enc2 = stage(w[1], w[2], b[2])
+        # dilated blocks at 8x8 see the whole face (left/right eye, hat vs hair)
+        self.enc3 = nn.Sequential(conv_bn(w[2], w[3], 2), ResBlock(w[3], 1), *[ResBlock(w[3], 2) for _ in range(b[3] - 1)])
+        self.dec2 = conv_bn(w[3] + w[2], w[2])
+        self.dec1 = conv_bn(w[2] + w[1], w[1])
+        self.dec0 = nn.Sequential(conv_bn(w[1] + w[0] + cin, w[0]), conv_bn(w[0], w[0]))
+        self.head = nn.Conv2d(w[0], cfg.num_classes * self.patch ** 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.pixel_unshuffle(x * 2.0 - 1.0, self.patch)   # [N, 3 p^2, 128 / p, 128 / p]
+        e0 = self.stem(s)
+        e1 = self.enc1(e0)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        d2 = self.dec2(torch.cat([_up(e3, e2), e2], 1))
+        d1 = self.dec1(torch.cat([_up(d2, e1), e1], 1))
+        d0 = self.dec0(torch.cat([_up(d1, e0), e0, s], 1))
+        return F.pixel_shuffle(self.head(d0), self.patch)  # [N, C, 128, 128]
+
+
+@dataclass
+class FaceConfig:
+    """Widths of the 64/32/16/8 encoder stages, residual blocks per stage, pyramid width,
+    and the soft-argmax heatmap resolution (32 = stride 4)."""
+
+    widths: tuple = (32, 64, 128, 192)
+    blocks: tuple = (1, 1, 2, 2)
+    fpn: int = 64
+    num_landmarks: int = NUM_LANDMARKS
+    num_attributes: int = NUM_ATTRIBUTES
+    num_aux: int = 0        # auxiliary regression outputs (training aid, see train.py)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FaceNet(nn.Module):
+    """Landmarks + attributes + embedding from one encoder.
+
+    ``forward(x)`` with x float [N, 3, 128, 128] in [0, 1] returns a dict:
+    ``landmarks`` float [N, K, 2] pixel (x, y) at 128x128; ``heatmap`` float [N, K, 32, 32]
+    (logits); ``attr_logits`` float [N, A]; ``embedding`` float [N, widths[-1] + widths[-2]]
+    (global average pools of the last two stages, concatenated); ``aux`` float
+    [N, num_aux] when ``num_aux`` > 0 (standardised renderer factors, a training aid).
+    """
+
+    def __init__(self, cfg: FaceConfig = FaceConfig()):
+        super().__init__()
+        w, b = tuple(cfg.widths), tuple(cfg.blocks)
+        self.cfg = cfg
+        self.stem = stage(12, w[0], b[0], stride=1)      # 64x64
+        self.enc1 = stage(w[0], w[1], b[1])              # 32x32
+        self.enc2 = stage(w[1], w[2], b[2])              # 16x16
+        self.enc3 = stage(w[2], w[3], b[3])              # 8x8
+        self.lat3 = nn.Conv2d(w[3], cfg.fpn, 1)
+        self.lat2 = nn.Conv2d(w[2], cfg.fpn, 1)
+        self.lat1 = nn.Conv2d(w[1], cfg.fpn, 1)
+        self.lm_head = nn.Sequential(conv_bn(cfg.fpn, cfg.fpn), conv_bn(cfg.fpn, cfg.fpn),
+                                     nn.Conv2d(cfg.fpn, cfg.num_landmarks, 1))
+        emb = w[3] + w[2]
+        self.hidden = nn.Sequential(nn.Linear(emb, 256), nn.ReLU(inplace=True))
+        self.attr_head = nn.Linear(256, cfg.num_attributes)
+        self.aux_head = nn.Linear(256, cfg.num_aux) if cfg.num_aux else None
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.cfg.widths[3] + self.cfg.widths[2])
+
+    def forward(self, x: torch.Tensor) -> dict:
+        s = F.pixel_unshuffle(x * 2.0 - 1.0, 2)
+        e1 = self.enc1(self.stem(s))
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        p = self.lat3(e3)
+        p = self.lat2(e2) + _up(p, e2)
+        p = self.lat1(e1) + _up(p, e1)
+        heat = self.lm_head(p)
+        emb = torch.cat([e3.float().mean((2, 3)), e2.float().mean((2, 3))], 1)
+        hid = self.hidden(emb)
+        out = {"landmarks": soft_argmax(heat.float(), NET_RES), "heatmap": heat,
+               "attr_logits": self.attr_head(hid).float(), "embedding": emb}
+        if self.aux_head is not None:
+            out["aux"] = self.aux_head(hid).float()
+        return out
+
+
+def soft_argmax(heat: torch.Tensor, res: int) -> torch.Tensor:
+    """Expected (x, y) under softmax(heat) over each map, in pixels of a ``res`` image.
+
+    heat: float [N, K, h, w] -> float [N, K, 2]. Cell (i, j) of an h x w map covers
+    pixels [j, j + 1) * res / w, so its centre is (j + 0.5) * res / w.
+    """
+    n, k, h, w = heat.shape
+    p = torch.softmax(heat.reshape(n, k, h * w), -1).reshape(n, k, h, w)
+    xs = (torch.arange(w, dtype=heat.dtype, device=heat.device) + 0.5) * (res / w)
+    ys = (torch.arange(h, dtype=heat.dtype, device=heat.device) + 0.5) * (res / h)
+    return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
+
+
+def build(kind: str, config: dict | None = None) -> nn.Module:
+    """A fresh ``"parser"`` or ``"face"`` net from a config dict (None = defaults)."""
+    cfg = dict(config or {})
+    if kind == "parser":
+        return ParserNet(ParserConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
+    if kind == "face":
+        return FaceNet(FaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
+    raise ValueError(f"unknown evaluator net kind {kind!r} (expected 'parser' or 'face')")
+
+
+def num_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
