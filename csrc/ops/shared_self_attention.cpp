@@ -21,8 +21,9 @@
 // * Both kinds run in one OpenMP region, packing one head ahead of the attention,
 //   with no barrier (see drive()).
 //
-// GEMM backends (gemm_backend() names the one a dtype uses; the environment variable
-// FACEGEN_SSA_GEMM = auto | mkl | portable caps the choice, for tests and comparisons):
+// GEMM backends (the Python-visible shared_self_attention_gemm_backend(dtype) names the
+// one a dtype uses; the environment variable FACEGEN_SSA_GEMM = auto | mkl | portable
+// caps the choice, for tests and comparisons):
 // * "onednn-brgemm-amx" (bfloat16): at::native::cpublas::brgemm, oneDNN's AMX
 //   micro-kernels, on keys/values packed here in the VNNI layout they read.
 // * "mkl-sgemm" (float32) and "mkl-bf16" (bfloat16, float32 accumulation): MKL's
