@@ -24,6 +24,10 @@
 
 #include <omp.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -88,19 +92,16 @@ __attribute__((always_inline)) inline f32x16 load16_f32(const bf16_bits* p) {
   return v;
 }
 
-// Sum of the 16 lanes as a tree (halving twice, then four scalars): a short
-// dependency chain, where a lane-by-lane sum would be sixteen additions long.
+// Sum of the 16 lanes as a tree of shuffles (halving four times): a short dependency
+// chain that stays in registers. (Taking the halves with memcpy makes GCC spill the
+// vector to the stack and reload it, a store-forwarding stall on every call.)
 __attribute__((always_inline)) inline float sum16(f32x16 v) {
   typedef float f32x8 __attribute__((vector_size(32)));
   typedef float f32x4 __attribute__((vector_size(16)));
-  f32x8 lo8, hi8;
-  std::memcpy(&lo8, &v, sizeof lo8);
-  std::memcpy(&hi8, reinterpret_cast<const char*>(&v) + sizeof lo8, sizeof hi8);
-  const f32x8 s8 = lo8 + hi8;
-  f32x4 lo4, hi4;
-  std::memcpy(&lo4, &s8, sizeof lo4);
-  std::memcpy(&hi4, reinterpret_cast<const char*>(&s8) + sizeof lo4, sizeof hi4);
-  const f32x4 s4 = lo4 + hi4;
+  const f32x8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                   __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) +
+                   __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
   return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
@@ -108,13 +109,11 @@ __attribute__((always_inline)) inline float sum16(f32x16 v) {
 __attribute__((always_inline)) inline float max16(f32x16 v) {
   typedef float f32x8 __attribute__((vector_size(32)));
   typedef float f32x4 __attribute__((vector_size(16)));
-  f32x8 lo8, hi8;
-  std::memcpy(&lo8, &v, sizeof lo8);
-  std::memcpy(&hi8, reinterpret_cast<const char*>(&v) + sizeof lo8, sizeof hi8);
+  const f32x8 lo8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+  const f32x8 hi8 = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
   const f32x8 m8 = hi8 > lo8 ? hi8 : lo8;
-  f32x4 lo4, hi4;
-  std::memcpy(&lo4, &m8, sizeof lo4);
-  std::memcpy(&hi4, reinterpret_cast<const char*>(&m8) + sizeof lo4, sizeof hi4);
+  const f32x4 lo4 = __builtin_shufflevector(m8, m8, 0, 1, 2, 3);
+  const f32x4 hi4 = __builtin_shufflevector(m8, m8, 4, 5, 6, 7);
   const f32x4 m4 = hi4 > lo4 ? hi4 : lo4;
   return std::max(std::max(m4[0], m4[1]), std::max(m4[2], m4[3]));
 }
@@ -141,10 +140,61 @@ struct RowPlan {
   float val[kSparse];      // and values
 };
 
+// Bit j of the result is set when m[j] is nonzero, for R <= 64. The test is on the
+// bits with the sign cleared, so -0.0 counts as zero and NaN as nonzero, as the float
+// comparison m[j] != 0 would have it; without branches, as the position of a one-hot
+// entry is random and a branch on it would be mispredicted on most rows.
+inline uint64_t nonzero_bits(const float* m, int64_t R) {
+  uint64_t bits = 0;
+#if defined(__AVX512F__)
+  const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+  for (int64_t j0 = 0; j0 < R; j0 += 16) {
+    const int64_t n = std::min<int64_t>(16, R - j0);
+    const __mmask16 lanes = __mmask16((1u << n) - 1u);  // masked lanes are never read
+    const __m512i x = _mm512_maskz_loadu_epi32(lanes, m + j0);
+    bits |= uint64_t(_mm512_test_epi32_mask(x, magnitude)) << j0;
+  }
+#else
+  for (int64_t j = 0; j < R; ++j) {
+    uint32_t u;
+    std::memcpy(&u, m + j, sizeof u);
+    bits |= uint64_t((u & 0x7FFFFFFFu) != 0) << j;
+  }
+#endif
+  return bits;
+}
+
+inline uint64_t nonzero_bits(const bf16_bits* m, int64_t R) {
+  uint64_t bits = 0;
+#if defined(__AVX512BW__)
+  const __m512i magnitude = _mm512_set1_epi16(0x7FFF);
+  for (int64_t j0 = 0; j0 < R; j0 += 32) {
+    const int64_t n = std::min<int64_t>(32, R - j0);
+    const __mmask32 lanes = __mmask32(n == 32 ? ~0u : (1u << n) - 1u);
+    const __m512i x = _mm512_maskz_loadu_epi16(lanes, m + j0);
+    bits |= uint64_t(_mm512_test_epi16_mask(x, magnitude)) << j0;
+  }
+#else
+  for (int64_t j = 0; j < R; ++j) bits |= uint64_t((m[j] & 0x7FFFu) != 0) << j;
+#endif
+  return bits;
+}
+
 // NaN compares unequal to zero, so it counts as nonzero (and then yields NaN logits).
 template <typename T>
 RowPlan plan_row(const T* m, int64_t R) {
   RowPlan p{};
+  if (R <= 64) {
+    uint64_t bits = nonzero_bits(m, R);
+    p.nnz = std::min(__builtin_popcountll(bits), kSparse + 1);
+    if (p.nnz > kSparse) return p;
+    for (int a = 0; bits != 0; ++a, bits &= bits - 1) {
+      const int j = __builtin_ctzll(bits);
+      p.idx[a] = j;
+      p.val[a] = facegen::load_f32(m[j]);
+    }
+    return p;
+  }
   for (int64_t j = 0; j < R && p.nnz <= kSparse; ++j) {
     const float mj = facegen::load_f32(m[j]);
     if (mj != 0.0f) {
@@ -314,6 +364,84 @@ inline bool shortcut_row(const T* q, const RowPlan& p, const HeadTables<T>& t, i
   return true;
 }
 
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+
+// True when some lane of a comparison result (lanes 0 or -1) is set.
+__attribute__((always_inline)) inline bool any16(i32x16 m) {
+  typedef int32_t i32x8 __attribute__((vector_size(32)));
+  typedef int32_t i32x4 __attribute__((vector_size(16)));
+  const i32x8 m8 = __builtin_shufflevector(m, m, 0, 1, 2, 3, 4, 5, 6, 7) |
+                   __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15);
+  const i32x4 m4 = __builtin_shufflevector(m8, m8, 0, 1, 2, 3) |
+                   __builtin_shufflevector(m8, m8, 4, 5, 6, 7);
+  return (m4[0] | m4[1] | m4[2] | m4[3]) != 0;
+}
+
+// Sixteen rows of one head whose mask rows are all one-hot (OneHotRows below): the
+// shortcut_row of each, with the sixteen dot products computed side by side. Each
+// row's q * k products are summed to one lane by a transposing tree of shuffles
+// (four levels, 15 pair merges for 16 rows, where sixteen separate horizontal sums
+// would cost four shuffles and adds each). The merge order leaves row bitrev(j) in
+// lane j, so the rows are taken in bit-reversed order and come out in order.
+// Returns false, having written nothing, when some row needs more than a copy of
+// v[r] (a logit that is exactly 0 or not finite); the caller then runs shortcut_row
+// on each row. Adds sum|q| of the rows to abs_sum when it succeeds.
+template <int64_t kD, typename T>
+inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
+                          const HeadTables<T>& t, int64_t bh, const T* v, float scale, T* out,
+                          AbsSum& abs_sum) {
+  static_assert(kD % 16 == 0 && kD > 0, "sixteen-lane chunks of a row");
+  constexpr int kBitrev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+  if (any16(load16(val) == 0.0f)) return false;  // a row that is not one-hot
+  const float* k = t.k + bh * t.R * kD;
+  f32x16 prod[16];
+  f32x16 abs_q = {};
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {
+    const int r = kBitrev[j];
+    const T* qr = q + r * kD;
+    const float* kr = k + int64_t(idx[r]) * kD;
+    f32x16 acc = {};
+    for (int64_t i = 0; i < kD; i += 16) {
+      const f32x16 qv = load16_f32(qr + i);
+      acc += qv * load16(kr + i);
+      abs_q += abs16(qv);
+    }
+    prod[j] = acc;
+  }
+  // Merge pairs: lanes [x's slot halves summed | y's slot halves summed] per slot of
+  // 2w lanes, for w = 8, 4, 2, 1.
+  auto merge8 = [](f32x16 x, f32x16 y) {
+    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  };
+  auto merge4 = [](f32x16 x, f32x16 y) {
+    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+           __builtin_shufflevector(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  };
+  auto merge2 = [](f32x16 x, f32x16 y) {
+    return __builtin_shufflevector(x, y, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           __builtin_shufflevector(x, y, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  };
+  auto merge1 = [](f32x16 x, f32x16 y) {
+    return __builtin_shufflevector(x, y, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+           __builtin_shufflevector(x, y, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  };
+  f32x16 m8[8], m4[4], m2[2];
+  for (int i = 0; i < 8; ++i) m8[i] = merge8(prod[2 * i], prod[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) m4[i] = merge4(m8[2 * i], m8[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) m2[i] = merge2(m4[2 * i], m4[2 * i + 1]);
+  const f32x16 dots = merge1(m2[0], m2[1]);
+  const f32x16 s = (dots * scale) * load16(val);
+  // A row needs more than the copy when its logit is 0 (the zero rule masks it too)
+  // or not finite (s - s is NaN exactly then).
+  if (any16((s == 0.0f) | ((s - s) != 0.0f))) return false;
+  abs_sum.lanes += abs_q;
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) copy_row(out + r * kD, v + (bh * t.R + idx[r]) * kD, kD);
+  return true;
+}
+
 // Rows with 2..kSparse nonzero mask entries: the other logits are -FLT_MAX, so with
 // mx the largest logit, they get exp(-FLT_MAX - mx) = 0 unless mx is -FLT_MAX too.
 // scratch: d floats. Returns false, having written nothing, when the row needs the
@@ -472,7 +600,7 @@ template <int64_t kD, typename T>
 void attention_rows(const T* q, const T* v, const T* mask, T* out, const HeadTables<T>& t,
                     int64_t b, int64_t H, int64_t L, int64_t l0, int64_t rows,
                     const RowPlan* plans, float scale, float* scratch, float* mask_rows,
-                    char* redo) {
+                    int32_t* onehot_idx, float* onehot_val, char* redo) {
   const int64_t d = kD ? kD : t.d;
   const int64_t R = t.R, Rp = t.Rp;
   const bool softmax = t.has_softmax_tables();
@@ -482,6 +610,17 @@ void attention_rows(const T* q, const T* v, const T* mask, T* out, const HeadTab
   // The mask rows of the full path, widened once for all heads.
   for (int64_t l = 0; l < rows; ++l) {
     if (plans[l].nnz > kSparse) widen_mask_row(mrows + l * R, R, Rp, mask_rows + l * Rp);
+  }
+  // The one-hot entries as arrays, for onehot_rows16; and how many leading rows of
+  // the block come in whole groups of sixteen one-hot rows (the group path needs a
+  // head size that is a multiple of 16).
+  int64_t groups_end = 0;
+  if constexpr (kD % 16 == 0 && kD > 0) {
+    for (int64_t l = 0; l < rows; ++l) {
+      onehot_idx[l] = plans[l].idx[0];
+      onehot_val[l] = plans[l].nnz == 1 ? plans[l].val[0] : 0.0f;
+    }
+    groups_end = rows / 16 * 16;
   }
   for (int64_t h = 0; h < H; ++h) {
     const int64_t bh = b * H + h;
@@ -494,6 +633,17 @@ void attention_rows(const T* q, const T* v, const T* mask, T* out, const HeadTab
     bool shortcuts = false;
     redo[h] = 0;
     for (int64_t l = 0; l < rows; ++l) {
+      if constexpr (kD % 16 == 0 && kD > 0) {
+        // A zero onehot_val marks a row that is not one-hot: its group takes the
+        // row path (as does a group with a row whose logit needs more than a copy).
+        if (l % 16 == 0 && l < groups_end &&
+            onehot_rows16<kD>(qh + l * d, onehot_idx + l, onehot_val + l, t, bh, v, scale,
+                              oh + l * d, abs_sum)) {
+          shortcuts = true;
+          l += 15;
+          continue;
+        }
+      }
       const T* qr = qh + l * d;
       T* orow = oh + l * d;
       const RowPlan& p = plans[l];
@@ -571,6 +721,8 @@ void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out,
   {
     std::vector<float> scratch(d + 2 * tables.Rp);
     std::vector<float> mask_rows(block * tables.Rp);
+    std::vector<int32_t> onehot_idx(block);
+    std::vector<float> onehot_val(block);
 #pragma omp for schedule(static) reduction(+ : multi)
     for (int64_t row = 0; row < B * L; ++row) {
       plans[row] = plan_row(mask + row * R, R);
@@ -595,7 +747,8 @@ void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out,
       auto run = [&](auto kd) {
         attention_rows<decltype(kd)::value>(q, v, mask, out, tables, b, H, L, l0, rows,
                                             item_plans, scale, scratch.data(),
-                                            mask_rows.data(), item_redo);
+                                            mask_rows.data(), onehot_idx.data(),
+                                            onehot_val.data(), item_redo);
       };
       if (d == 32) {
         run(std::integral_constant<int64_t, 32>{});

@@ -23,6 +23,7 @@ import torch
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import check_finite, check_like, check_tensor
+from ._dispatch import call_op
 from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "masked_cross_attention"
@@ -76,12 +77,17 @@ BACKENDS = OpBackends(OP, [
 ])
 
 
-@torch.library.custom_op("facegen::masked_cross_attention", mutates_args=())
-def _masked_cross_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                               mask: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+def _masked_cross_attention_body(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 mask: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
     check_finite(OP, q=q, k=k, v=v, mask=mask)
     impl = BACKENDS.select(backend, q.device.type, q, k, v, mask, scale)
     return impl.run(q, k, v, mask, scale)
+
+
+# One graph node for compile and export; plain eager calls run the body directly
+# (see _dispatch).
+_masked_cross_attention_op = torch.library.custom_op(
+    "facegen::masked_cross_attention", _masked_cross_attention_body, mutates_args=())
 
 
 @_masked_cross_attention_op.register_fake
@@ -124,4 +130,6 @@ def masked_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         raise TypeError(f"{OP}: mask is on {mask.device} but q is on {q.device}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    return _masked_cross_attention_op(q, k, v, mask.to(q.dtype), float(scale), backend or "")
+    mask = mask.to(q.dtype)
+    return call_op(_masked_cross_attention_op, _masked_cross_attention_body, (q, k, v, mask),
+                   q, k, v, mask, float(scale), backend or "")

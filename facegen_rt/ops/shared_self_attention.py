@@ -24,6 +24,7 @@ import torch
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import check_finite, check_like, check_tensor, nan_checks_enabled
+from ._dispatch import call_op
 from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "shared_self_attention"
@@ -77,10 +78,9 @@ BACKENDS = OpBackends(OP, [
 ])
 
 
-@torch.library.custom_op("facegen::shared_self_attention", mutates_args=())
-def _shared_self_attention_op(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.Tensor,
-                              k_ref: torch.Tensor, v_ref: torch.Tensor, ref_keep: torch.Tensor,
-                              scale: float, exclude: bool, backend: str) -> torch.Tensor:
+def _shared_self_attention_body(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.Tensor,
+                                k_ref: torch.Tensor, v_ref: torch.Tensor, ref_keep: torch.Tensor,
+                                scale: float, exclude: bool, backend: str) -> torch.Tensor:
     if nan_checks_enabled():
         # Masked reference rows are never read, so only kept rows must be finite.
         rows = ref_keep[:, None].expand(k_ref.shape[:3])
@@ -88,6 +88,12 @@ def _shared_self_attention_op(q: torch.Tensor, k_self: torch.Tensor, v_self: tor
     impl = BACKENDS.select(backend, q.device.type, q, k_self, v_self, k_ref, v_ref, ref_keep,
                            scale, exclude)
     return impl.run(q, k_self, v_self, k_ref, v_ref, ref_keep, scale, exclude)
+
+
+# One graph node for compile and export; plain eager calls run the body directly
+# (see _dispatch).
+_shared_self_attention_op = torch.library.custom_op(
+    "facegen::shared_self_attention", _shared_self_attention_body, mutates_args=())
 
 
 @_shared_self_attention_op.register_fake
@@ -131,5 +137,7 @@ def shared_self_attention(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.T
         raise TypeError(f"{OP}: ref_keep is on {ref_keep.device} but q is on {q.device}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    return _shared_self_attention_op(q, k_self, v_self, k_ref, v_ref, ref_keep, float(scale),
-                                     bool(exclude), backend or "")
+    return call_op(_shared_self_attention_op, _shared_self_attention_body,
+                   (q, k_self, v_self, k_ref, v_ref, ref_keep),
+                   q, k_self, v_self, k_ref, v_ref, ref_keep, float(scale), bool(exclude),
+                   backend or "")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import check_finite, check_like, check_shape, check_tensor
+from ._dispatch import call_op
 from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "spade_norm"
@@ -61,12 +62,17 @@ BACKENDS = OpBackends(OP, [
 ])
 
 
-@torch.library.custom_op("facegen::spade_norm", mutates_args=())
-def _spade_norm_op(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
-                   eps: float, act: str, backend: str) -> torch.Tensor:
+def _spade_norm_body(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
+                     eps: float, act: str, backend: str) -> torch.Tensor:
     check_finite(OP, x=x, gamma=gamma, beta=beta)
     impl = BACKENDS.select(backend, x.device.type, x, gamma, beta, groups, eps, act)
     return impl.run(x, gamma, beta, groups, eps, act)
+
+
+# One graph node for compile and export; plain eager calls run the body directly
+# (see _dispatch).
+_spade_norm_op = torch.library.custom_op(
+    "facegen::spade_norm", _spade_norm_body, mutates_args=())
 
 
 @_spade_norm_op.register_fake
@@ -101,4 +107,5 @@ def spade_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups:
     act = act or ""
     if act not in ACTIVATIONS:
         raise ValueError(f"{OP}: act must be None or 'silu', got {act!r}")
-    return _spade_norm_op(x, gamma, beta, groups, float(eps), act, backend or "")
+    return call_op(_spade_norm_op, _spade_norm_body, (x, gamma, beta),
+                   x, gamma, beta, groups, float(eps), act, backend or "")

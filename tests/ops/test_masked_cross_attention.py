@@ -88,3 +88,37 @@ def test_nan_input_named_when_checks_on():
     k[1, 2, 3, 4] = float("inf")
     with nan_checks(True), pytest.raises(ValueError, match="k contains NaN or inf"):
         masked_cross_attention(q, k, v, make_mask("onehot"))
+
+
+@pytest.mark.parametrize("d", [32, 64])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("kind", MASKS)
+def test_cpu_sixteen_row_groups(d, dtype, kind):
+    """Head sizes that are multiples of 16 run one-hot rows sixteen at a time (L = 97:
+    six whole groups and a remainder), mixed with the row-by-row paths."""
+    skip_unless_available("cpu")
+    dtype = DTYPES[dtype]
+    q, k, v = cast(dtype, torch.randn(B, H, L, d), torch.randn(B, H, R, d), torch.randn(B, H, R, d))
+    mask = make_mask(kind).to(dtype)
+    ref64 = masked_cross_attention_reference(*to64(q, k, v, mask), d ** -0.5)
+    ref_lowp = masked_cross_attention_reference(q, k, v, mask, d ** -0.5)
+    assert_parity(masked_cross_attention(q, k, v, mask, backend="cpu"), ref64, ref_lowp, dtype)
+
+
+@pytest.mark.parametrize("d", [32, 40])
+@pytest.mark.parametrize("kind", ["onehot", "onehot_with_empty_rows", "soft"])
+def test_cpu_follows_the_reference_on_special_rows(d, kind):
+    """Rows whose logits are exactly zero, NaN, or overflow to inf (with NaN checks
+    off) must come out as the float32 reference computes them, inside a group of
+    sixteen one-hot rows or not."""
+    skip_unless_available("cpu")
+    q, k, v = torch.randn(B, H, L, d), torch.randn(B, H, R, d), torch.randn(B, H, R, d)
+    q[:, :, 5] = 0               # logits exactly zero: mean(V)
+    q[0, 1, 20, 3] = float("nan")  # one NaN row
+    q[1, 0, 40] = 3e38           # logits overflow: inf * 0 = NaN where masked
+    q[1, 2, 70] = 1e15           # huge but finite: the kernel's bound fails, exact path
+    mask = make_mask(kind)
+    ref = masked_cross_attention_reference(q, k, v, mask, d ** -0.5)
+    out = masked_cross_attention(q, k, v, mask, backend="cpu")
+    assert out.isnan().any() and ref.isnan().any()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5, equal_nan=True)
