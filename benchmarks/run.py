@@ -24,7 +24,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from . import export_unet as _export_unet  # noqa: F401 - registers the export suite
 from . import ops as _ops  # noqa: F401 - registers the op suites
+from . import scadm_unet as _scadm_unet  # noqa: F401 - registers the SCA-DM UNet step suite
 from . import synthface as _synthface  # noqa: F401 - registers the renderer suite
 from .ceilings import QUICK_CEILINGS, CeilingConfig, Ceilings
 from .harness import (QUICK_TIMING, SUITES, RunContext, TimingConfig, build_report,

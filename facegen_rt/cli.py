@@ -14,6 +14,7 @@ COMMANDS = {
               "render SynthFace images with labels: --n N --res R --out DIR"),
     "generate": ("facegen_rt.pipelines.generate_cli", "generate_main",
                  "mask-controlled face generation with SCA-DM (see --help)"),
+    "export": ("facegen_rt.export.cli", "export_main", "export a model to ONNX (see --help)"),
 }
 
 

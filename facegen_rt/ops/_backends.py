@@ -20,10 +20,11 @@ Policy (the same for every op):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -138,3 +139,21 @@ def dtype_refusals(name: str, t: torch.Tensor, allowed: tuple[torch.dtype, ...])
         return []
     names = ", ".join(str(d).replace("torch.", "") for d in allowed)
     return [f"{name} has dtype {str(t.dtype).replace('torch.', '')}; supported: {names}"]
+
+
+@contextlib.contextmanager
+def forced_backend(backend: Optional[str]) -> Iterator[None]:
+    """Route every op to ``backend`` for the duration (through ``FACEGEN_BACKEND``);
+    None or "auto" leaves the choice automatic."""
+    if backend in (None, "auto"):
+        yield
+        return
+    saved = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = backend
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = saved

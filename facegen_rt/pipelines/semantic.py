@@ -27,21 +27,20 @@ context zeros [B, 19, D] with a zero segmentation, eps = eps_u + s (eps_c - eps_
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from facegen_rt.data.synthface.classes import CLASS_ID, CLASS_NAMES, NUM_CLASSES
 from facegen_rt.models.sca_dm import (MultiScaleStyleEncoder, SCADMConfig, SCADMUNet,
                                       UNetConditioning, VQModel, build_scadm, get_preset)
+from facegen_rt.ops import forced_backend
 from facegen_rt.sampling import NoiseSchedule, Sampler, StepTimer, get_sampler, guided
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -253,23 +252,6 @@ def mix_contexts(contexts: torch.Tensor,
 def onehot(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """int64 [N, H, W] -> [N, 19, H, W] one-hot."""
     return F.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).to(dtype)
-
-
-@contextlib.contextmanager
-def _backend_env(backend: Optional[str]):
-    """Route every fused op to ``backend`` for the duration (via FACEGEN_BACKEND)."""
-    if backend in (None, "auto"):
-        yield
-        return
-    saved = os.environ.get("FACEGEN_BACKEND")
-    os.environ["FACEGEN_BACKEND"] = backend
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("FACEGEN_BACKEND", None)
-        else:
-            os.environ["FACEGEN_BACKEND"] = saved
 
 
 def check_backend(backend: Optional[str], device: torch.device) -> str:
@@ -529,7 +511,7 @@ class SemanticPipeline:
                 raise ValueError("reference_mask given without a reference")
             reference, reference_mask = self.default_reference
 
-        with _backend_env(backend):
+        with forced_backend(backend):
             ref_ctx = self.encode_style(reference, reference_mask)            # [R, 19, D]
             M = labels.shape[0]
             if pair_references:
