@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.synthface import NUM_CLASSES
 from . import nets
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "evaluators"
@@ -107,13 +108,31 @@ class Evaluators:
             self._nets[kind], self.configs[kind] = load_net(kind, self.asset_dir)
         return self._nets[kind]
 
+    def _prior_correction(self) -> torch.Tensor:
+        """[1, 19, 1, 1] to add to the parser's logits: -log of its training class weights.
+
+        The parser was trained with per-class loss weights w_c (rare classes up), which
+        makes its softmax estimate p(c | x) * w_c up to a constant and so over-predicts
+        small classes along their borders. Subtracting log w_c removes that factor (the
+        standard logit adjustment); it follows from the recorded training recipe and is
+        not fitted to any data.
+        """
+        self.net("parser")
+        weights = self.configs["parser"].get("training", {}).get("hyper", {}).get("class_weights")
+        if not weights:
+            return torch.zeros(1, NUM_CLASSES, 1, 1)
+        return -torch.tensor(weights, dtype=torch.float32).log().view(1, -1, 1, 1)
+
     @torch.no_grad()
     def parse_logits(self, images) -> torch.Tensor:
-        """float32 [N, 19, H, W] class logits at the input resolution."""
+        """float32 [N, 19, H, W] class logits at the input resolution (prior-corrected,
+        see :meth:`_prior_correction`)."""
         x = as_float_images(images)
         net, outs = self.net("parser"), []
+        correction = self._prior_correction()
         for s in range(0, x.shape[0], self.batch):
             logits = net(_to_net_res(x[s:s + self.batch]).contiguous(memory_format=torch.channels_last))
+            logits = logits.float() + correction
             if logits.shape[-2:] != x.shape[-2:]:
                 logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
             outs.append(logits.float().contiguous())
