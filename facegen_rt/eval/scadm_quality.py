@@ -86,13 +86,15 @@ def reconstruction(pipe, ev: Evaluators, data: dict, steps: int, seed: int, batc
     cm = metrics.confusion_matrix(ev.parse(gen), target, NUM_CLASSES)
     cm_real = metrics.confusion_matrix(ev.parse(real), target, NUM_CLASSES)
     fe_gen, fe_real = ev.embed(gen).numpy(), ev.embed(real).numpy()
-    return {
+    out = {
         "miou": metrics.miou(cm), "parser_miou_on_real": metrics.miou(cm_real),
         "iou_per_class": dict(zip(CLASS_NAMES, metrics.iou_per_class(cm).tolist())),
         "ssim": float(metrics.ssim(gen, real).mean()),
         "fd_sf": metrics.frechet_distance(fe_gen, fe_real),
-        "kid": metrics.kernel_inception_distance(fe_gen, fe_real, subset_size=min(len(gen), 1000)),
     }
+    out["kid"], out["kid_std"] = metrics.kernel_inception_distance(
+        fe_gen, fe_real, subset_size=min(len(gen), 1000))
+    return out
 
 
 def transfer_scores(c_base, c_gen, c_ref, n_in, n_ref, chosen) -> Optional[tuple[float, float]]:
@@ -165,7 +167,7 @@ def render_markdown(rep: dict) -> str:
     lines.append(f"| SSIM, reconstruction vs reference | {rec['ssim']:.3f} | >= {b['ssim']} | "
                  f"{'yes' if rec['ssim'] >= b['ssim'] else 'no'} |")
     lines.append(f"| FD-SF vs real | {rec['fd_sf']:.2f} | reported | |")
-    lines.append(f"| KID vs real | {rec['kid']:.4f} | reported | |")
+    lines.append(f"| KID vs real | {rec['kid']:.4f} +- {rec['kid_std']:.4f} | reported | |")
     for region, t in r.get("transfer", {}).items():
         ok = t["moved"] is not None and t["moved"] >= b["moved"] and t["leakage"] <= b["leakage"]
         lines.append(f"| transfer {region}: moved / leakage ({t['items']} faces) | "
