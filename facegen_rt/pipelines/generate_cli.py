@@ -11,6 +11,7 @@ Examples::
     facegen-rt generate --mask my_labels.png --reference face.png --reference-mask face_labels.png
     facegen-rt generate --reference base.png --reference donor.png --regions hair,skin
     facegen-rt generate --steps 20 --sampler dpmpp2m --guidance 2 --seed 3 --dtype bf16
+    facegen-rt generate --model student_dir --sampler lcm --steps 4
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", default=None,
                    help="comma-separated regions taken from the last reference (e.g. "
                         "hair,skin); or region=index pairs (hair=1,eyes=2)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp2m"])
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: 50; 4 with --sampler lcm)")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmpp2m", "lcm"],
+                   help="lcm: multi-step consistency sampling of a distilled student "
+                        "(1, 2, 4 or 8 steps)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's recommended "
@@ -104,7 +108,9 @@ def generate_main(argv=None) -> int:
     try:
         result = pipe.generate(mask, reference=list(refs),
                                reference_mask=list(ref_masks) if ref_masks else None,
-                               region_sources=regions, steps=args.steps, sampler=args.sampler,
+                               region_sources=regions, sampler=args.sampler,
+                               steps=(args.steps if args.steps is not None
+                                      else 4 if args.sampler == "lcm" else 50),
                                guidance=args.guidance, eta=args.eta, seed=args.seed,
                                batch=args.batch, progress=not args.no_progress)
     except (ValueError, TypeError) as exc:

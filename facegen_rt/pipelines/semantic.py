@@ -307,17 +307,23 @@ class SemanticPipeline:
             ``pipeline.json`` sets it in :meth:`from_pretrained`.
         default_guidance: guidance scale used when ``generate`` gets ``guidance=None``
             (``pipeline.json`` may recommend one for its model).
+        consistency: set for a distilled student (the ``"consistency"`` entry of its
+            ``pipeline.json``, see :mod:`facegen_rt.distill.student`): the "lcm"
+            sampler then uses the student's grid (``consistency["sampler"]``). A UNet
+            with ``takes_guidance`` receives the guidance scale as an input instead
+            of running classifier-free guidance.
     """
 
     def __init__(self, unet: SCADMUNet, style_encoder: MultiScaleStyleEncoder, vq: VQModel,
                  config: SCADMConfig, *, device: Union[str, torch.device] = "cpu",
                  dtype: Union[str, torch.dtype] = torch.float32, backend: Optional[str] = None,
                  default_reference: Optional[tuple] = None, prediction: str = "eps",
-                 default_guidance: float = 1.0):
+                 default_guidance: float = 1.0, consistency: Optional[dict] = None):
         if prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
         self.prediction = prediction
         self.default_guidance = float(default_guidance)
+        self.consistency = dict(consistency) if consistency else None
         self.config = config.validate()
         self.device = torch.device(device)
         self.dtype = check_dtype(dtype)
@@ -353,7 +359,13 @@ class SemanticPipeline:
             doc = json.loads(settings.read_text())
             kwargs.setdefault("prediction", doc.get("prediction", "eps"))
             kwargs.setdefault("default_guidance", float(doc.get("guidance", 1.0)))
-        return cls(modules["unet"], modules["style_encoder"], modules["vq"], cfg, **kwargs)
+            kwargs.setdefault("consistency", doc.get("consistency"))
+        unet = modules["unet"]
+        if kwargs.get("consistency"):  # a distilled student (may carry a guidance embedding)
+            from facegen_rt.distill.student import load_student_unet
+
+            unet = load_student_unet(path, unet, kwargs["consistency"])
+        return cls(unet, modules["style_encoder"], modules["vq"], cfg, **kwargs)
 
     @classmethod
     def from_preset(cls, preset: Union[str, SCADMConfig] = "tiny", seed: int = 0,
@@ -474,7 +486,8 @@ class SemanticPipeline:
             reference_mask: label map(s) of the references; None runs the bundled parser.
             region_sources: {region: reference index}, regions copied from other
                 references (names, aliases such as "eyes", or ids).
-            steps: sampler steps; sampler: "ddim", "dpmpp2m" or a Sampler object;
+            steps: sampler steps; sampler: "ddim", "dpmpp2m", "lcm" (1, 2, 4 or 8
+                steps; for distilled students) or a Sampler object;
             guidance: classifier-free guidance scale s (1: no unconditional branch;
                 None: the pipeline's ``default_guidance``);
             eta: DDIM stochasticity; seed: CPU generator seed (same output on every
@@ -500,6 +513,12 @@ class SemanticPipeline:
             raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
         backend = check_backend(backend if backend is not None else self.backend, self.device)
         smp = sampler if not isinstance(sampler, str) else get_sampler(sampler, eta=eta)
+        if isinstance(sampler, str) and smp.name == "lcm" and self.consistency:
+            smp = get_sampler(sampler, eta=eta, **self.consistency.get("sampler", {}))
+        # A guidance-embedded student takes the scale as an input: one call per step, no CFG.
+        embedded = bool(getattr(self.unet, "takes_guidance", False))
+        cfg_scale = 1.0 if embedded else guidance
+        extra = {"guidance": guidance} if embedded else {}
         if not isinstance(smp, Sampler):
             raise TypeError(f"sampler must be a name or a Sampler, got {type(sampler).__name__}")
 
@@ -537,9 +556,9 @@ class SemanticPipeline:
 
             if use_cache:
                 cond = self._conditioning(labels_n, ctx_n, (lat, lat))
-                cond_fn = self.denoiser(cond=cond)
+                cond_fn = self.denoiser(cond=cond, **extra)
                 uncond_fn = joint_fn = None
-                if guidance != 1.0:
+                if cfg_scale != 1.0:
                     uncond = self.uncond_conditioning((lat, lat))
                     uncond_fn = self.denoiser(cond=uncond)
                     if cfg_batched:
@@ -547,14 +566,14 @@ class SemanticPipeline:
                         joint_fn = self.denoiser(cond=joint)
             else:
                 zeros_seg, zeros_ctx = torch.zeros_like(seg_n[:1]), torch.zeros_like(ctx_n[:1])
-                cond_fn = self.denoiser(context=ctx_n, seg=seg_n)
+                cond_fn = self.denoiser(context=ctx_n, seg=seg_n, **extra)
                 uncond_fn = self.denoiser(context=zeros_ctx, seg=zeros_seg)
                 joint_fn = None
-                if cfg_batched and guidance != 1.0:
+                if cfg_batched and cfg_scale != 1.0:
                     seg2 = torch.cat([zeros_seg.expand_as(seg_n), seg_n.expand(N, -1, -1, -1)])
                     ctx2 = torch.cat([zeros_ctx.expand(N, -1, -1), ctx_n.expand(N, -1, -1)])
                     joint_fn = self.denoiser(context=ctx2, seg=seg2)
-            model_fn = guided(guidance, cond_fn, uncond_fn, joint_fn, batched=cfg_batched)
+            model_fn = guided(cfg_scale, cond_fn, uncond_fn, joint_fn, batched=cfg_batched)
             setup_s = time.perf_counter() - t_start
 
             generator = torch.Generator("cpu").manual_seed(int(seed))
