@@ -9,6 +9,7 @@ FACEGEN_TEST_SEED is set, and it is printed in the report header so a failure ca
 be replayed.
 """
 
+import contextlib
 import os
 import random
 import zlib
@@ -28,3 +29,16 @@ def pytest_report_header(config):
 @pytest.fixture(autouse=True)
 def _seed_per_test(request):
     torch.manual_seed((SEED + zlib.crc32(request.node.nodeid.encode())) % (2**31))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the duration. Packages of many small
+    ops run on one: a second thread saves little there and, on a machine busy with
+    other jobs, OpenMP threads waiting for a descheduled peer slow them down tenfold."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

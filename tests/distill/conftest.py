@@ -8,19 +8,18 @@ can slow these many small ops down tenfold."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from facegen_rt.distill import DistillConfig, Distiller
 from facegen_rt.distill.scadm import SCADMTask, random_source
 from facegen_rt.pipelines.semantic import SemanticPipeline
 
+from tests.conftest import torch_threads
+
 
 @pytest.fixture(scope="package", autouse=True)
 def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="package")
