@@ -181,20 +181,25 @@ inline uint64_t nonzero_bits(const bf16_bits* m, int64_t R) {
 }
 
 // NaN compares unequal to zero, so it counts as nonzero (and then yields NaN logits).
+// Fills p in place: a RowPlan built on the stack and returned would be copied out
+// with wide loads over its narrow field stores, a store-forwarding stall per row.
 template <typename T>
-RowPlan plan_row(const T* m, int64_t R) {
-  RowPlan p{};
+void plan_row(const T* m, int64_t R, RowPlan& p) {
+  p.idx[0] = 0;  // a valid region even for an empty row (onehot_rows16 reads it)
+  p.val[0] = 0.0f;
   if (R <= 64) {
     uint64_t bits = nonzero_bits(m, R);
-    p.nnz = std::min(__builtin_popcountll(bits), kSparse + 1);
-    if (p.nnz > kSparse) return p;
+    const int nnz = __builtin_popcountll(bits);
+    p.nnz = std::min(nnz, kSparse + 1);
+    if (nnz > kSparse) return;
     for (int a = 0; bits != 0; ++a, bits &= bits - 1) {
       const int j = __builtin_ctzll(bits);
       p.idx[a] = j;
       p.val[a] = facegen::load_f32(m[j]);
     }
-    return p;
+    return;
   }
+  p.nnz = 0;
   for (int64_t j = 0; j < R && p.nnz <= kSparse; ++j) {
     const float mj = facegen::load_f32(m[j]);
     if (mj != 0.0f) {
@@ -205,7 +210,6 @@ RowPlan plan_row(const T* m, int64_t R) {
       ++p.nnz;
     }
   }
-  return p;
 }
 
 // Per (b, h) quantities computed once, so that the row loops never convert k or v:
@@ -725,7 +729,7 @@ void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out,
     std::vector<float> onehot_val(block);
 #pragma omp for schedule(static) reduction(+ : multi)
     for (int64_t row = 0; row < B * L; ++row) {
-      plans[row] = plan_row(mask + row * R, R);
+      plan_row(mask + row * R, R, plans[row]);
       multi += plans[row].nnz > 1;
     }
 #pragma omp for schedule(static)

@@ -4,7 +4,7 @@
 // run of n = (C / groups) * H * W elements starting at (b * groups + g) * n, and
 // gamma, beta and out use the same offsets. So the work is B * groups runs.
 //
-// Per run: statistics in two passes (the mean, then the centered sum of squares;
+// Per run: statistics in one pass about a shift (sums of x - shift and its square;
 // float32 sums over chunks, double across chunks), then one apply pass that reads
 // x, gamma and beta once and writes out once. With enough runs to share among the
 // threads, one thread does a run's statistics and its apply pass back to back, so
@@ -41,44 +41,41 @@ struct Moments {
   double m2 = 0;
 };
 
-// Values per chunk of the statistics passes: a chunk is summed in float32 vector
+// Values per chunk of the statistics pass: a chunk is summed in float32 vector
 // lanes (16 lanes of 64 values: rounding error ~1e-6 relative at worst), and the
 // chunk sums in double. Near double accuracy at float32 speed.
 constexpr int64_t kChunk = 1024;
 
-// Two-pass moments of n contiguous values (n >= 1): the mean, then the centered sum
-// of squares about it.
+// Moments of n contiguous values (n >= 1) in one pass, about a shift: sums of
+// d = x - shift and d^2, in float32 lanes per chunk and in double across chunks.
+// var = E[d^2] - E[d]^2 loses about eps * E[d]^2 / var to cancellation, so the shift
+// must lie within a few standard deviations of the mean: it is the mean of the
+// first chunk, itself a part of the data (for the first kChunk of n values,
+// (shift - mean)^2 <= var * n / kChunk). Split into two floats like the mean below,
+// so that x - shift_hi is exact for x near the shift.
 template <typename T>
 Moments moments(const T* x, int64_t n) {
-  double sum = 0;
+  const int64_t head = std::min(n, kChunk);
+  float first = 0.0f;
+#pragma omp simd reduction(+ : first)
+  for (int64_t i = 0; i < head; ++i) first += facegen::load_f32(x[i]);
+  const double shift = double(first) / double(head);
+  const float hi = float(shift), lo = float(shift - double(hi));
+  double s1 = 0, s2 = 0;
   for (int64_t c = 0; c < n; c += kChunk) {
     const int64_t end = std::min(n, c + kChunk);
-    float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = c; i < end; ++i) part += facegen::load_f32(x[i]);
-    sum += part;
-  }
-  const double mean = sum / double(n);
-  // Deviations in float32 from the mean split in two floats (x - hi is exact for x
-  // near the mean).
-  const float hi = float(mean), lo = float(mean - double(hi));
-  double m2 = 0, drift = 0;
-  for (int64_t c = 0; c < n; c += kChunk) {
-    const int64_t end = std::min(n, c + kChunk);
-    float part_m2 = 0.0f, part_drift = 0.0f;
-#pragma omp simd reduction(+ : part_m2, part_drift)
+    float p1 = 0.0f, p2 = 0.0f;
+#pragma omp simd reduction(+ : p1, p2)
     for (int64_t i = c; i < end; ++i) {
       const float dev = (facegen::load_f32(x[i]) - hi) - lo;
-      part_m2 += dev * dev;
-      part_drift += dev;
+      p1 += dev;
+      p2 += dev * dev;
     }
-    m2 += part_m2;
-    drift += part_drift;
+    s1 += p1;
+    s2 += p2;
   }
-  // drift / n is what the first pass's rounding left out of the mean; adding it and
-  // subtracting drift^2 / n from m2 (the corrected two-pass formula) gives the
-  // moments about the exact mean.
-  return {double(n), mean + drift / double(n), std::max(0.0, m2 - drift * drift / double(n))};
+  const double mean_dev = s1 / double(n);
+  return {double(n), shift + mean_dev, std::max(0.0, s2 - s1 * mean_dev)};
 }
 
 // Merges the moments of two disjoint sets (Chan, Golub and LeVeque's pairwise update).

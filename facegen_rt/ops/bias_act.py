@@ -4,9 +4,13 @@ Every StyleGAN2 layer ends with this (NVlabs torch_utils/ops/bias_act.py): the b
 added along one dimension, then the activation, the gain and the optional clamp. The
 fused kernels do it in one pass where the eager formulation makes four.
 
-Gradients: the backward is a closed formula in plain PyTorch (the activation's slope
-times the gain, zeroed where the clamp is active), so second-order gradients work
-too (zero second derivative, as for any piecewise-linear function).
+Gradients: the backward is a closed formula (the activation's slope times the gain,
+zeroed where the clamp is active). For float32/bfloat16 CPU tensors it runs in the C++
+kernel (one pass for dx and db); otherwise, when a backend is forced to "reference",
+and whenever a graph of the backward is recorded (create_graph=True), it runs in
+plain PyTorch, so second-order gradients work too (zero second derivative, as for any
+piecewise-linear function). The PyTorch formula is the oracle the C++ one is tested
+against.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like
-from ._native import compiled, triton_device_refusals
+from ._dispatch import call_op, direct_call_allowed
+from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "bias_act"
 
@@ -80,7 +85,7 @@ def _reference(x, b, dim, act, alpha, gain, clamp):
     return out.clone() if out is x else out
 
 
-# Argument contract for compiled backends (registered with one table line when they exist):
+# Argument contract for compiled backends:
 # x contiguous-or-strided, b [C] or None, resolved alpha/gain, clamp < 0 = none.
 def _cpu(x, b, dim, act, alpha, gain, clamp):
     return compiled().bias_act(x, b, dim, act, alpha, gain, clamp)
@@ -95,6 +100,15 @@ def _triton(x, b, dim, act, alpha, gain, clamp):
 _LOWP = (torch.float32, torch.bfloat16)
 
 
+def _cpu_unavailable():
+    """The compiled module's reason, or a stale build that lacks this op's kernel."""
+    why = cpu_unavailable()
+    if why is None and not hasattr(compiled(), "bias_act"):
+        return ("unavailable: facegen_rt._C has no bias_act kernel (built from older sources; "
+                "reinstall facegen_rt)")
+    return why
+
+
 def _cpu_refusals(x, *args):
     return dtype_refusals("x", x, _LOWP)
 
@@ -104,19 +118,24 @@ def _triton_refusals(x, b, *args):
     return triton_device_refusals(*tensors) + dtype_refusals("x", x, _LOWP)
 
 
-# Compiled kernels go ahead of the reference, e.g.
-# Backend("cpu", _cpu, cpu_unavailable, _cpu_refusals, devices=("cpu",)).
+# Compiled kernels go ahead of the reference.
 BACKENDS = OpBackends(OP, [
+    Backend("cpu", _cpu, _cpu_unavailable, _cpu_refusals, devices=("cpu",)),
+    Backend("triton", _triton, triton_unavailable, _triton_refusals, devices=("cuda",)),
     Backend("reference", _reference, devices=("cpu", "cuda")),
 ])
 
 
-@torch.library.custom_op("facegen::bias_act", mutates_args=())
-def _bias_act_op(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha: float,
-                 gain: float, clamp: float, backend: str) -> torch.Tensor:
+def _bias_act_body(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha: float,
+                   gain: float, clamp: float, backend: str) -> torch.Tensor:
     check_finite(OP, x=x, **({} if b is None else {"b": b}))
     impl = BACKENDS.select(backend, x.device.type, x, b, dim, act, alpha, gain, clamp)
     return impl.run(x, b, dim, act, alpha, gain, clamp)
+
+
+# One graph node for compile and export; plain eager calls run the body directly
+# (see _dispatch).
+_bias_act_op = torch.library.custom_op("facegen::bias_act", _bias_act_body, mutates_args=())
 
 
 @_bias_act_op.register_fake
@@ -125,15 +144,37 @@ def _(x, b, dim, act, alpha, gain, clamp, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    x, b, dim, act, alpha, gain, clamp, _backend = inputs
+    x, b, dim, act, alpha, gain, clamp, backend = inputs
     ctx.save_for_backward(x, b)
     ctx.args = (dim, act, alpha, gain, clamp)
+    ctx.backend = backend
+
+
+def cpu_backward_applies(backend: str, x: torch.Tensor) -> bool:
+    """True when the C++ backward can serve this gradient: float32/bfloat16 CPU tensors,
+    the compiled module present, no backend other than "cpu" forced (a forced
+    "reference" keeps the PyTorch formula, the oracle), and plain eager tensors: no
+    graph of the backward being recorded (the C++ result is not differentiable again)
+    and no tracing (torch.compile traces the PyTorch formula instead)."""
+    return (x.device.type == "cpu" and x.dtype in _LOWP and not torch.is_grad_enabled()
+            and direct_call_allowed(x) and BACKENDS.requested(backend) in (None, "cpu")
+            and _cpu_unavailable() is None)
 
 
 def _backward(ctx, grad):
     """dy/dx = gain * slope(x + b), zero where the clamp cut the output; db sums dx."""
     x, b = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.args
+    if (cpu_backward_applies(ctx.backend, x) and grad.dtype == x.dtype
+            and direct_call_allowed(grad)):
+        need_db = b is not None and ctx.needs_input_grad[1]
+        dx, db = compiled().bias_act_backward(grad, x, b, dim, act, alpha, gain, clamp, need_db)
+        return dx, db, None, None, None, None, None, None
+    return _reference_backward(ctx, grad, x, b, dim, act, alpha, gain, clamp)
+
+
+def _reference_backward(ctx, grad, x, b, dim, act, alpha, gain, clamp):
+    """The backward in plain PyTorch (differentiable; the C++ backward's oracle)."""
     z = x if b is None else x + b.reshape(_bias_shape(x, dim))
     if act == "linear":
         slope = torch.ones_like(z)
@@ -193,4 +234,6 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1,
     if clamp is not None and not clamp >= 0:
         raise ValueError(f"{OP}: clamp must be non-negative or None, got {clamp}")
     alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
-    return _bias_act_op(x, b, dim, act, alpha, gain, clamp, backend or "")
+    tensors = (x,) if b is None else (x, b)
+    return call_op(_bias_act_op, _bias_act_body, tensors, x, b, dim, act, alpha, gain, clamp,
+                   backend or "")

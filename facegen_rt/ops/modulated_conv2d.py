@@ -19,9 +19,18 @@ The resampling follows conv2d_resample exactly (same fast paths, same padding ru
 with the low-pass ``resample_filter`` applied by upfirdn2d. The float16
 pre-normalization of NVlabs is not needed: float16 is not an accepted dtype.
 
-Gradients: the backward recomputes the reference and differentiates it with
-torch.func.vjp, for the inputs that need a gradient only (in a DragGAN step the weights
-are frozen, so no weight gradient is computed).
+Backends: "cpu" (C++: weight modulation/demodulation fused into one pass that writes
+the grouped convolution's weight layout, the convolution by ATen/oneDNN, the FIR steps
+by this library's upfirdn2d kernel), "triton" (the weight preparation as a Triton
+kernel, the convolution and FIR steps left to PyTorch: cuDNN already runs the
+convolution well, the rest is memory-bound and small) and the reference.
+
+Gradients, for the inputs that need one only (in a DragGAN step the weights are
+frozen, so no weight gradient is computed): for float32/bfloat16 CPU tensors the C++
+backward (ATen's convolution backward, closed-form modulation and demodulation
+gradients, upfirdn2d for the FIR steps); otherwise, when "reference" is forced, and
+while a graph of the backward is recorded, the reference is recomputed and
+differentiated with torch.func.vjp. That path is the oracle of the C++ backward.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like, check_tensor
-from ._native import compiled, triton_device_refusals
+from ._dispatch import call_op, direct_call_allowed
+from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 from .upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d_reference
 
 OP = "modulated_conv2d"
@@ -207,7 +217,7 @@ def _reference(x, weight, styles, noise, f, up, down, padding, demodulate, flip_
                                       demodulate, flip_weight, fused)
 
 
-# Argument contract for compiled backends (registered with one table line when they exist):
+# Argument contract for compiled backends:
 # x [N, I, H, W], weight [O, I, kh, kw], styles [N, I], noise broadcastable to the output
 # or None, resample filter or None, up, down, padding (x0, x1, y0, y1), three flags.
 def _cpu(x, weight, styles, noise, f, up, down, padding, demodulate, flip_weight, fused):
@@ -225,6 +235,15 @@ def _triton(x, weight, styles, noise, f, up, down, padding, demodulate, flip_wei
 _LOWP = (torch.float32, torch.bfloat16)
 
 
+def _cpu_unavailable():
+    """The compiled module's reason, or a stale build that lacks this op's kernel."""
+    why = cpu_unavailable()
+    if why is None and not hasattr(compiled(), "modulated_conv2d"):
+        return ("unavailable: facegen_rt._C has no modulated_conv2d kernel (built from older "
+                "sources; reinstall facegen_rt)")
+    return why
+
+
 def _cpu_refusals(x, *args):
     return dtype_refusals("x", x, _LOWP)
 
@@ -234,23 +253,29 @@ def _triton_refusals(x, weight, styles, noise, f, *args):
     return triton_device_refusals(*tensors) + dtype_refusals("x", x, _LOWP)
 
 
-# Compiled kernels go ahead of the reference, e.g.
-# Backend("cpu", _cpu, cpu_unavailable, _cpu_refusals, devices=("cpu",)).
+# Compiled kernels go ahead of the reference.
 BACKENDS = OpBackends(OP, [
+    Backend("cpu", _cpu, _cpu_unavailable, _cpu_refusals, devices=("cpu",)),
+    Backend("triton", _triton, triton_unavailable, _triton_refusals, devices=("cuda",)),
     Backend("reference", _reference, devices=("cpu", "cuda")),
 ])
 
 
-@torch.library.custom_op("facegen::modulated_conv2d", mutates_args=())
-def _modulated_conv2d_op(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                         noise: Optional[torch.Tensor], resample_filter: Optional[torch.Tensor],
-                         up: int, down: int, padding: list[int], demodulate: bool,
-                         flip_weight: bool, fused_modconv: bool, backend: str) -> torch.Tensor:
+def _modulated_conv2d_body(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                           noise: Optional[torch.Tensor], resample_filter: Optional[torch.Tensor],
+                           up: int, down: int, padding: list[int], demodulate: bool,
+                           flip_weight: bool, fused_modconv: bool, backend: str) -> torch.Tensor:
     check_finite(OP, x=x, weight=weight, styles=styles,
                  **({} if noise is None else {"noise": noise}))
     args = (x, weight, styles, noise, resample_filter, up, down, padding, demodulate,
             flip_weight, fused_modconv)
     return BACKENDS.select(backend, x.device.type, *args).run(*args)
+
+
+# One graph node for compile and export; plain eager calls run the body directly
+# (see _dispatch).
+_modulated_conv2d_op = torch.library.custom_op(
+    "facegen::modulated_conv2d", _modulated_conv2d_body, mutates_args=())
 
 
 @_modulated_conv2d_op.register_fake
@@ -262,14 +287,40 @@ def _(x, weight, styles, noise, resample_filter, up, down, padding, demodulate, 
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, styles, noise, f, *args, _backend = inputs
-    ctx.save_for_backward(x, weight, styles, noise, f)
+    x, weight, styles, noise, f, *args, backend = inputs
+    # The output lets the C++ backward recover the pre-demodulation convolution output
+    # of the non-fused path without running the convolution again.
+    ctx.save_for_backward(x, weight, styles, noise, f, output)
     ctx.args = args
+    ctx.backend = backend
+
+
+def cpu_backward_applies(backend: str, x: torch.Tensor) -> bool:
+    """True when the C++ backward can serve this gradient: float32/bfloat16 CPU tensors,
+    the compiled module present, no backend other than "cpu" forced (a forced
+    "reference" keeps the vjp of the reference, the oracle), and plain eager tensors:
+    no graph of the backward being recorded (the C++ result is not differentiable
+    again) and no tracing (torch.compile traces the reference's vjp instead)."""
+    return (x.device.type == "cpu" and x.dtype in _LOWP and not torch.is_grad_enabled()
+            and direct_call_allowed(x) and BACKENDS.requested(backend) in (None, "cpu")
+            and _cpu_unavailable() is None)
 
 
 def _backward(ctx, grad):
+    """The C++ backward where it applies, else the reference's vector-Jacobian product."""
+    x, weight, styles, noise, f, out = ctx.saved_tensors
+    if (cpu_backward_applies(ctx.backend, x) and grad.dtype == x.dtype
+            and direct_call_allowed(grad)):
+        up, down, padding, demodulate, flip_weight, fused = ctx.args
+        grads = compiled().modulated_conv2d_backward(
+            grad, x, weight, styles, noise, out, f, up, down, list(padding), demodulate,
+            flip_weight, fused, list(ctx.needs_input_grad[:4]))
+        return tuple(grads) + (None,) * 8
+    return _reference_backward(ctx, grad, x, weight, styles, noise, f)
+
+
+def _reference_backward(ctx, grad, x, weight, styles, noise, f):
     """Recompute the reference and take its vector-Jacobian product (see module docstring)."""
-    x, weight, styles, noise, f = ctx.saved_tensors
     tensors = [x, weight, styles, noise]
     wanted = [i for i in range(4) if ctx.needs_input_grad[i]]
 
@@ -351,5 +402,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         if not fits:
             raise ValueError(f"{OP}: noise with shape {tuple(noise.shape)} does not broadcast to "
                              f"the output shape {out_shape}")
-    return _modulated_conv2d_op(x, weight, styles, noise, f, up, down, pad, bool(demodulate),
-                                bool(flip_weight), bool(fused_modconv), backend or "")
+    tensors = tuple(t for t in (x, weight, styles, noise, f) if t is not None)
+    return call_op(_modulated_conv2d_op, _modulated_conv2d_body, tensors, x, weight, styles,
+                   noise, f, up, down, pad, bool(demodulate), bool(flip_weight),
+                   bool(fused_modconv), backend or "")

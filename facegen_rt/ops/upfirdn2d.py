@@ -15,7 +15,8 @@ The helpers :func:`setup_filter`, :func:`filter2d`, :func:`upsample2d` and
 
 Gradients flow to x only (the filter is a constant buffer in every model): the
 gradient of upfirdn2d is another upfirdn2d with up and down swapped and the filter
-flipped, so backends accelerate the backward pass too, at any order.
+flipped, so the backward runs the same backend table (the C++ kernel for CPU tensors)
+and works at any order.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_tensor
-from ._native import compiled, triton_device_refusals
+from ._dispatch import call_op
+from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "upfirdn2d"
 
@@ -165,7 +167,7 @@ def output_size(x_hw: Sequence[int], f_wh: Sequence[int], upx: int, upy: int, do
             (W * upx + px0 + px1 - fw + downx) // downx)
 
 
-# Argument contract for compiled backends (registered with one table line when they exist):
+# Argument contract for compiled backends:
 # x [N, C, H, W] possibly strided, f [fh, fw] or separable [taps] of any float dtype,
 # then the parsed factors, padding (x0, x1, y0, y1), flip_filter and gain.
 def _cpu(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain):
@@ -181,6 +183,15 @@ def _triton(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
 _LOWP = (torch.float32, torch.bfloat16)
 
 
+def _cpu_unavailable():
+    """The compiled module's reason, or a stale build that lacks this op's kernel."""
+    why = cpu_unavailable()
+    if why is None and not hasattr(compiled(), "upfirdn2d"):
+        return ("unavailable: facegen_rt._C has no upfirdn2d kernel (built from older sources; "
+                "reinstall facegen_rt)")
+    return why
+
+
 def _cpu_refusals(x, *args):
     return dtype_refusals("x", x, _LOWP)
 
@@ -189,20 +200,25 @@ def _triton_refusals(x, f, *args):
     return triton_device_refusals(x, f) + dtype_refusals("x", x, _LOWP)
 
 
-# Compiled kernels go ahead of the reference, e.g.
-# Backend("cpu", _cpu, cpu_unavailable, _cpu_refusals, devices=("cpu",)).
+# Compiled kernels go ahead of the reference.
 BACKENDS = OpBackends(OP, [
+    Backend("cpu", _cpu, _cpu_unavailable, _cpu_refusals, devices=("cpu",)),
+    Backend("triton", _triton, triton_unavailable, _triton_refusals, devices=("cuda",)),
     Backend("reference", _upfirdn2d, devices=("cpu", "cuda")),
 ])
 
 
-@torch.library.custom_op("facegen::upfirdn2d", mutates_args=())
-def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor, upx: int, upy: int, downx: int, downy: int,
-                  px0: int, px1: int, py0: int, py1: int, flip_filter: bool, gain: float,
-                  backend: str) -> torch.Tensor:
+def _upfirdn2d_body(x: torch.Tensor, f: torch.Tensor, upx: int, upy: int, downx: int,
+                    downy: int, px0: int, px1: int, py0: int, py1: int, flip_filter: bool,
+                    gain: float, backend: str) -> torch.Tensor:
     check_finite(OP, x=x, f=f)
     args = (x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
     return BACKENDS.select(backend, x.device.type, *args).run(*args)
+
+
+# One graph node for compile and export; plain eager calls run the body directly
+# (see _dispatch).
+_upfirdn2d_op = torch.library.custom_op("facegen::upfirdn2d", _upfirdn2d_body, mutates_args=())
 
 
 @_upfirdn2d_op.register_fake
@@ -228,7 +244,10 @@ def _backward(ctx, grad):
     fw, fh = filter_size(f)
     p = (fw - px0 - 1, iw * upx - ow * downx + px0 - upx + 1,
          fh - py0 - 1, ih * upy - oh * downy + py0 - upy + 1)
-    dx = _upfirdn2d_op(grad, f, downx, downy, upx, upy, *p, not flip_filter, gain, ctx.backend)
+    # Through the op while a graph of the backward is recorded (double backward),
+    # straight to the body otherwise.
+    dx = call_op(_upfirdn2d_op, _upfirdn2d_body, (grad, f), grad, f, downx, downy, upx, upy, *p,
+                 not flip_filter, gain, ctx.backend)
     return (dx,) + (None,) * 12
 
 
@@ -277,8 +296,8 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down:
             f"{OP}: the padded, upsampled image ({H * upy + py0 + py1}x{W * upx + px0 + px1}) "
             f"is smaller than the {fh}x{fw} filter"
         )
-    return _upfirdn2d_op(x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter),
-                         float(gain), backend or "")
+    return call_op(_upfirdn2d_op, _upfirdn2d_body, (x, f), x, f, upx, upy, downx, downy, px0,
+                   px1, py0, py1, bool(flip_filter), float(gain), backend or "")
 
 
 def filter2d(x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0,

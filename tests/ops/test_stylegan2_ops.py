@@ -2,7 +2,10 @@
 
 Each op is checked against float64 (parity rule in parity.py), against an independent
 formulation written here (loops or another path), for gradients in float64
-(gradcheck), and for its torch.library registration (opcheck).
+(gradcheck), and for its torch.library registration (opcheck). The compiled backends
+(C++ "cpu", Triton under TRITON_INTERPRET=1) are covered at the end of this file: a
+backend x dtype parity matrix against float64, the C++ backward against the float64
+reference backward, and the C++ functions' own argument checks.
 """
 
 import math
@@ -13,9 +16,12 @@ import torch.nn.functional as F
 
 from facegen_rt.ops.bias_act import BACKENDS as BIAS_ACT_BACKENDS
 from facegen_rt.ops.bias_act import bias_act, bias_act_reference
+from facegen_rt.ops.modulated_conv2d import BACKENDS as MODCONV_BACKENDS
 from facegen_rt.ops.modulated_conv2d import (modulated_conv2d, modulated_conv2d_reference,
                                              output_size)
-from facegen_rt.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from facegen_rt.ops.upfirdn2d import BACKENDS as UPFIRDN2D_BACKENDS
+from facegen_rt.ops.upfirdn2d import (downsample2d, filter2d, setup_filter, upfirdn2d,
+                                      upfirdn2d_reference, upsample2d)
 
 from .parity import DTYPES, assert_parity, cast, to64
 
@@ -124,12 +130,13 @@ def test_bias_act_bad_input(kwargs, error, needle):
         bias_act(**args)
 
 
-def test_backend_tables_hold_the_reference():
-    # Compiled backends are registered by a later step; until then requesting one by
-    # name is an error naming the choices, never a silent fallback.
-    assert BIAS_ACT_BACKENDS.names() == ["reference"]
+def test_backend_tables_list_compiled_kernels_first():
+    # Compiled kernels go ahead of the reference; requesting an unknown one by name is
+    # an error naming the choices, never a silent fallback.
+    for table in (BIAS_ACT_BACKENDS, UPFIRDN2D_BACKENDS, MODCONV_BACKENDS):
+        assert table.names() == ["cpu", "triton", "reference"]
     with pytest.raises(ValueError, match="not a backend of bias_act"):
-        bias_act(torch.randn(2, 3), backend="cpu")
+        bias_act(torch.randn(2, 3), backend="cuda")
 
 
 # ----------------------------------------------------------------------------- upfirdn2d
@@ -381,3 +388,308 @@ def test_modulated_conv2d_bad_input(kwargs, error, needle):
     args.update(kwargs)
     with pytest.raises(error, match=needle):
         modulated_conv2d(**args)
+
+
+# ------------------------------------------------------------ compiled backends, all ops
+#
+# Every backend against float64 at small odd shapes, strided inputs included. float64
+# itself runs on the reference only (the compiled kernels take float32 and bfloat16),
+# so gradcheck above proves the reference's backward, and the C++ backward is proved
+# here against autograd through the float64 reference with the parity rule.
+
+from facegen_rt.ops import BackendUnavailable  # noqa: E402
+from facegen_rt.ops._native import compiled  # noqa: E402
+
+from .parity import BACKENDS, skip_unless_available  # noqa: E402
+
+
+def _grads(fn, inputs, grad):
+    """autograd.grad of fn(*inputs) for the inputs that require grad."""
+    out = fn(*inputs)
+    wanted = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    return torch.autograd.grad(out, wanted, grad.to(out.dtype))
+
+
+def _leaves(dtype, *tensors, grad=True):
+    return [None if t is None else t.detach().to(dtype).requires_grad_(grad) for t in tensors]
+
+
+def _assert_grad_parity(fn_backend, fn_reference, inputs, grad, dtype):
+    """Gradients of fn_backend at dtype vs the float64 reference, with the parity rule
+    (the reference's own gradients at dtype give PyTorch's error)."""
+    got = _grads(fn_backend, _leaves(dtype, *inputs), grad)
+    ref64 = _grads(fn_reference, _leaves(torch.float64, *inputs), grad)
+    ref_lowp = _grads(fn_reference, _leaves(dtype, *inputs), grad)
+    assert len(got) == len(ref64)
+    for g, r64, rl in zip(got, ref64, ref_lowp):
+        assert_parity(g.contiguous(), r64, rl, dtype)
+
+
+@pytest.fixture
+def count_cpp_backward(monkeypatch):
+    """Counts the calls of one C++ backward function (proves which backward ran)."""
+    calls = []
+
+    def install(name):
+        skip_unless_available("cpu")
+        module = compiled()
+        real = getattr(module, name)
+
+        def spy(*args):
+            calls.append(name)
+            return real(*args)
+
+        monkeypatch.setattr(module, name, spy)
+        return calls
+
+    return install
+
+
+BIAS_ACT_CASES = [  # shape, dim, act, clamp, with_bias, noncontiguous
+    ((2, 19, 7, 5), 1, "lrelu", None, True, False),
+    ((3, 5, 9, 7), 1, "lrelu", 0.7, True, True),
+    ((3, 41), 1, "lrelu", None, True, True),
+    ((4, 6, 97), -1, "linear", 0.3, True, False),
+    ((2, 7, 5, 3), 1, "linear", None, False, False),
+]
+
+
+def _bias_act_inputs(shape, dim, with_bias, noncontiguous):
+    x = torch.randn(*shape) * 2
+    if noncontiguous:  # every dim reversed in memory
+        x = torch.randn(*reversed(shape)).permute(*reversed(range(len(shape)))) * 2
+    b = torch.randn(shape[dim]) if with_bias else None
+    return x, b
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("case", BIAS_ACT_CASES, ids=[str(i) for i in range(len(BIAS_ACT_CASES))])
+def test_bias_act_backend_parity(backend, dtype, case):
+    skip_unless_available(backend)
+    shape, dim, act, clamp, with_bias, noncontiguous = case
+    dtype = DTYPES[dtype]
+    x, b = cast(dtype, *[t for t in _bias_act_inputs(shape, dim, with_bias, noncontiguous)
+                         if t is not None]) + ([] if with_bias else [None])
+    kw = dict(dim=dim, act=act, clamp=clamp)
+    ref64 = bias_act_reference(x.double(), None if b is None else b.double(), **kw)
+    ref_lowp = bias_act_reference(x, b, **kw)
+    assert_parity(bias_act(x, b, backend=backend, **kw), ref64, ref_lowp, dtype)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("case", BIAS_ACT_CASES, ids=[str(i) for i in range(len(BIAS_ACT_CASES))])
+def test_bias_act_cpp_backward_matches_reference(dtype, case, count_cpp_backward):
+    calls = count_cpp_backward("bias_act_backward")
+    shape, dim, act, clamp, with_bias, noncontiguous = case
+    x, b = _bias_act_inputs(shape, dim, with_bias, noncontiguous)
+    gain = math.sqrt(2) if act == "lrelu" else 1.0
+    if clamp is not None:  # keep |y| off the clamp edge, where the gradient jumps
+        y = bias_act_reference(x, b, dim=dim, act=act)
+        x = torch.where((y.abs() - clamp).abs() < 0.05, x + 0.2 / gain, x)
+    grad = torch.randn(shape)
+
+    def run(backend):
+        return lambda x, b=None: bias_act(x, b, dim=dim, act=act, clamp=clamp, backend=backend)
+
+    _assert_grad_parity(run("cpu"), run("reference"), (x, b), grad, DTYPES[dtype])
+    assert calls, "the C++ backward did not run"
+
+
+UPFIRDN2D_CASES = [  # up, down, padding, flip_filter, filter, gain
+    ((1, 1), (1, 1), (1, 2, 2, 1), False, "fir", 1.0),
+    ((2, 2), (1, 1), (2, 1, 2, 1), False, "fir", 4.0),
+    ((1, 1), (2, 2), (1, 1, 1, 1), True, "fir", 1.0),
+    ((2, 1), (1, 3), (3, -1, 0, 2), False, "separable", 1.5),
+    ((3, 2), (2, 1), (-1, 2, 1, 1), True, "4x3", 1.0),
+]
+
+
+def _filter(kind):
+    if kind == "fir":
+        return setup_filter(FIR)
+    if kind == "separable":
+        return setup_filter([1, 2, 3, 4, 4, 3, 2, 1])
+    return torch.outer(torch.rand(4) + 0.1, torch.rand(3) + 0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("case", UPFIRDN2D_CASES, ids=[str(i) for i in range(len(UPFIRDN2D_CASES))])
+def test_upfirdn2d_backend_parity(backend, dtype, case):
+    skip_unless_available(backend)
+    up, down, pad, flip, kind, gain = case
+    dtype = DTYPES[dtype]
+    f = _filter(kind)
+    x = cast(dtype, torch.randn(2, 3, 9, 7).transpose(2, 3))[0]  # [2, 3, 7, 9], strided
+    kw = dict(up=list(up), down=list(down), padding=list(pad), flip_filter=flip, gain=gain)
+    ref64 = upfirdn2d_reference(x.double(), f.double(), **kw)
+    ref_lowp = upfirdn2d_reference(x, f, **kw)
+    assert_parity(upfirdn2d(x, f, backend=backend, **kw), ref64, ref_lowp, dtype)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("case", UPFIRDN2D_CASES, ids=[str(i) for i in range(len(UPFIRDN2D_CASES))])
+def test_upfirdn2d_cpp_backward_matches_reference(dtype, case):
+    skip_unless_available("cpu")
+    up, down, pad, flip, kind, gain = case
+    f = _filter(kind)
+    x = torch.randn(2, 3, 7, 9)
+    kw = dict(up=list(up), down=list(down), padding=list(pad), flip_filter=flip, gain=gain)
+    out_shape = upfirdn2d_reference(x, f, **kw).shape
+    grad = torch.randn(out_shape)
+
+    def run(backend):
+        return lambda x: upfirdn2d(x, f.to(x.dtype), backend=backend, **kw)
+
+    _assert_grad_parity(run("cpu"), run("reference"), (x,), grad, DTYPES[dtype])
+    # The direct C++ entry point gives the same gradient as the op's backward.
+    xl = x.clone().requires_grad_()
+    (dx,) = torch.autograd.grad(upfirdn2d(xl, f, backend="cpu", **kw), xl, grad)
+    direct = compiled().upfirdn2d_backward(grad, f, 7, 9, up[0], up[1], down[0], down[1], *pad,
+                                           flip, gain)
+    torch.testing.assert_close(direct, dx, rtol=0, atol=0)
+
+
+MODCONV_BACKEND_CASES = MODCONV_CASES + [(5, 4, 3, 1, 1, [1, 0, 2, 1], True, True)]
+
+
+def _modconv_inputs(case, noncontiguous=True):
+    cin, cout, k, up, down, padding, demodulate, with_noise = case
+    x = torch.randn(2, cin, 7, 8)[..., 1:]  # [2, cin, 7, 7], strided when sliced
+    if not noncontiguous:
+        x = x.contiguous()
+    weight = torch.randn(cout, cin, k, k)
+    styles = torch.randn(2, cin) + 1
+    pad = [padding] * 4 if isinstance(padding, int) else padding
+    oh, ow = output_size((7, 7), (k, k), (4, 4), up, down, pad)
+    noise = torch.randn(2, 1, oh, ow) * 0.1 if with_noise else None
+    kw = dict(up=up, down=down, padding=padding, resample_filter=setup_filter(FIR),
+              demodulate=demodulate)
+    return (x, weight, styles, noise), kw, (2, cout, oh, ow)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "nonfused"])
+@pytest.mark.parametrize("case", MODCONV_BACKEND_CASES,
+                         ids=[str(i) for i in range(len(MODCONV_BACKEND_CASES))])
+def test_modulated_conv2d_backend_parity(backend, dtype, fused, case):
+    skip_unless_available(backend)
+    dtype = DTYPES[dtype]
+    inputs, kw, _ = _modconv_inputs(case)
+    low = [None if t is None else t.to(dtype) for t in inputs]
+    for flip_weight in (True, False):
+        kw.update(flip_weight=flip_weight, fused_modconv=fused)
+        kw64 = dict(kw, resample_filter=kw["resample_filter"].double())
+        ref64 = modulated_conv2d_reference(*[None if t is None else t.double() for t in low],
+                                           **kw64)
+        ref_lowp = modulated_conv2d_reference(*low, **kw)
+        assert_parity(modulated_conv2d(*low, backend=backend, **kw), ref64, ref_lowp, dtype)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "nonfused"])
+@pytest.mark.parametrize("case", MODCONV_BACKEND_CASES,
+                         ids=[str(i) for i in range(len(MODCONV_BACKEND_CASES))])
+def test_modulated_conv2d_cpp_backward_matches_reference(dtype, fused, case, count_cpp_backward):
+    calls = count_cpp_backward("modulated_conv2d_backward")
+    inputs, kw, out_shape = _modconv_inputs(case)
+    grad = torch.randn(out_shape)
+    kw.update(flip_weight=case[3] == 1, fused_modconv=fused)
+
+    def run(backend):
+        def fn(x, weight, styles, noise=None):
+            f = kw["resample_filter"].to(x.dtype)
+            return modulated_conv2d(x, weight, styles, noise, backend=backend,
+                                    **dict(kw, resample_filter=f))
+        return fn
+
+    _assert_grad_parity(run("cpu"), run("reference"), inputs, grad, DTYPES[dtype])
+    assert calls, "the C++ backward did not run"
+
+
+def test_modulated_conv2d_cpp_backward_only_where_needed(count_cpp_backward):
+    # DragGAN: frozen weights; the C++ backward returns no weight gradient.
+    calls = count_cpp_backward("modulated_conv2d_backward")
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    weight = torch.randn(3, 4, 3, 3)
+    styles = torch.randn(2, 4, requires_grad=True)
+    for fused in (True, False):
+        x.grad = styles.grad = None
+        modulated_conv2d(x, weight, styles, padding=1, fused_modconv=fused,
+                         backend="cpu").square().sum().backward()
+        assert x.grad is not None and styles.grad is not None and weight.grad is None
+    assert len(calls) == 2
+
+
+def test_forced_reference_keeps_the_reference_backward(count_cpp_backward):
+    calls = count_cpp_backward("bias_act_backward")
+    x = torch.randn(3, 4, requires_grad=True)
+    bias_act(x, act="lrelu", backend="reference").sum().backward()
+    assert not calls and x.grad is not None
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_compiled_backends_refuse_float64_by_name(backend):
+    skip_unless_available(backend)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    f = setup_filter(FIR).double()
+    with pytest.raises(BackendUnavailable, match="x has dtype float64"):
+        bias_act(x, backend=backend)
+    with pytest.raises(BackendUnavailable, match="x has dtype float64"):
+        upfirdn2d(x, f, backend=backend)
+    with pytest.raises(BackendUnavailable, match="x has dtype float64"):
+        modulated_conv2d(x, torch.randn(2, 3, 3, 3, dtype=torch.float64),
+                         torch.randn(2, 3, dtype=torch.float64), padding=1, backend=backend)
+
+
+def _c_call(name):
+    return lambda *args: getattr(compiled(), name)(*args)
+
+
+@pytest.mark.parametrize("name,args,error,needle", [
+    ("bias_act", (torch.randn(2, 5), torch.randn(4), 1, "lrelu", 0.2, 1.0, -1.0), ValueError,
+     r"b must have shape \(5,\)"),
+    ("bias_act", (torch.randn(2, 5), torch.randn(5).bfloat16(), 1, "lrelu", 0.2, 1.0, -1.0),
+     TypeError, "b has dtype"),
+    ("bias_act", (torch.randn(2, 5).double(), None, 1, "lrelu", 0.2, 1.0, -1.0), TypeError,
+     "x must be float32 or bfloat16"),
+    ("bias_act", (torch.randn(2, 5), None, 1, "relu", 0.2, 1.0, -1.0), ValueError,
+     "act must be"),
+    ("bias_act", (torch.randn(2, 5), None, 3, "linear", 0.0, 1.0, -1.0), ValueError,
+     "dim=3 is out of range"),
+    ("upfirdn2d", (torch.randn(3, 8, 8), torch.ones(2, 2), 1, 1, 1, 1, 0, 0, 0, 0, False, 1.0),
+     ValueError, "x must have 4 dims"),
+    ("upfirdn2d", (torch.randn(1, 1, 4, 4), torch.ones(2, 2, 2), 1, 1, 1, 1, 0, 0, 0, 0, False,
+                   1.0), ValueError, "f must be a non-empty"),
+    ("upfirdn2d", (torch.randn(1, 1, 4, 4), torch.ones(4, 4), 0, 1, 1, 1, 0, 0, 0, 0, False,
+                   1.0), ValueError, "up must be >= 1"),
+    ("upfirdn2d", (torch.randn(1, 1, 2, 2), torch.ones(4, 4), 1, 1, 1, 1, 0, 0, 0, 0, False,
+                   1.0), ValueError, "padding: the padded"),
+    ("modulated_conv2d", (torch.randn(2, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(3, 4),
+                          None, None, 1, 1, [1, 1, 1, 1], True, True, True), ValueError,
+     r"styles must have shape \(2, 4\)"),
+    ("modulated_conv2d", (torch.randn(2, 4, 5, 5), torch.randn(3, 5, 3, 3), torch.randn(2, 4),
+                          None, None, 1, 1, [1, 1, 1, 1], True, True, True), ValueError,
+     r"weight must have shape \(C_out, 4"),
+    ("modulated_conv2d", (torch.randn(2, 4, 5, 5), torch.randn(3, 4, 3, 3).bfloat16(),
+                          torch.randn(2, 4), None, None, 1, 1, [1, 1, 1, 1], True, True, True),
+     TypeError, "weight has dtype"),
+    ("modulated_conv2d", (torch.randn(2, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(2, 4),
+                          None, None, 0, 1, [1, 1, 1, 1], True, True, True), ValueError,
+     "up must be an int >= 1"),
+])
+def test_cpp_functions_name_the_bad_argument(name, args, error, needle):
+    skip_unless_available("cpu")
+    with pytest.raises(error, match=needle):
+        _c_call(name)(*args)
+
+
+def test_info_lists_the_stylegan2_backends():
+    from facegen_rt.info import backend_status
+
+    status = backend_status()
+    for op in ("bias_act", "upfirdn2d", "modulated_conv2d"):
+        assert list(status[op]) == ["cpu", "triton", "reference"]
+        assert status[op]["reference"] is None
