@@ -139,32 +139,24 @@ def seed_formulation():
         blocks_module.spade_norm, attention_module.masked_cross_attention = saved
 
 
-def _uncached_step(unet):
-    def step(x, t, ctx, seg):
-        return unet(x, t, context=ctx, seg=seg)
-    return step
+def _seed_formulation(compiled: bool):
+    """Provider builder: the uncached UNet step on reference ops, eager or compiled."""
+    def build(inp: dict):
+        unet = inp["unet"]
 
+        def step(x, t, ctx, seg):
+            return unet(x, t, context=ctx, seg=seg)
 
-def _seed(inp: dict):
-    step = _uncached_step(inp["unet"])
-    args = inp["x"], inp["t"], inp["ctx"], inp["seg"]
+        # The patch stays on while a compiled step runs: dynamo guards on the globals it
+        # traced through, so restoring them between calls would force a recompile.
+        fn = torch.compile(step) if compiled else step
+        args = inp["x"], inp["t"], inp["ctx"], inp["seg"]
 
-    def run():
-        with torch.no_grad(), seed_formulation():
-            return step(*args)
-    return run
-
-
-def _compiled(inp: dict):
-    # The patch stays on while the compiled step runs: dynamo guards on the globals
-    # it traced through, so restoring them would force a recompile.
-    step = torch.compile(_uncached_step(inp["unet"]))
-    args = inp["x"], inp["t"], inp["ctx"], inp["seg"]
-
-    def run():
-        with torch.no_grad(), seed_formulation():
-            return step(*args)
-    return run
+        def run():
+            with torch.no_grad(), seed_formulation():
+                return fn(*args)
+        return run
+    return build
 
 
 def _facegen(cache: str):
@@ -187,9 +179,9 @@ BENCH = register_op_bench(OpBench(
     cases=cases,
     make_inputs=make_inputs,
     providers=(
-        Provider("seed_eager", _seed, flops=_flops_of("none"),
+        Provider("seed_eager", _seed_formulation(False), flops=_flops_of("none"),
                  note="UNet with reference ops (plain PyTorch), no per-run caches"),
-        Provider("torch_compile", _compiled, compiled=True, flops=_flops_of("none"),
+        Provider("torch_compile", _seed_formulation(True), compiled=True, flops=_flops_of("none"),
                  note="torch.compile of seed_eager"),
         Provider("facegen_cpu", _facegen("all"),
                  note="fused ops (automatic backend), all per-run caches prepared"),

@@ -34,6 +34,16 @@ def cpu_unavailable() -> Optional[str]:
     return _load_c()[1]
 
 
+def cpu_kernel_unavailable(name: str) -> Optional[str]:
+    """cpu_unavailable(), or the reason for a build of facegen_rt._C from older sources
+    that lacks the kernel ``name``."""
+    why = cpu_unavailable()
+    if why is None and not hasattr(compiled(), name):
+        return (f"unavailable: facegen_rt._C has no {name} kernel (built from older sources; "
+                "reinstall facegen_rt)")
+    return why
+
+
 def triton_interpreted() -> bool:
     """True when TRITON_INTERPRET=1: Triton kernels then run on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like
 from ._dispatch import call_op, direct_call_allowed
-from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
+from ._native import compiled, cpu_kernel_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "bias_act"
 
@@ -101,12 +101,7 @@ _LOWP = (torch.float32, torch.bfloat16)
 
 
 def _cpu_unavailable():
-    """The compiled module's reason, or a stale build that lacks this op's kernel."""
-    why = cpu_unavailable()
-    if why is None and not hasattr(compiled(), "bias_act"):
-        return ("unavailable: facegen_rt._C has no bias_act kernel (built from older sources; "
-                "reinstall facegen_rt)")
-    return why
+    return cpu_kernel_unavailable("bias_act")
 
 
 def _cpu_refusals(x, *args):

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like, check_tensor
 from ._dispatch import call_op, direct_call_allowed
-from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
+from ._native import compiled, cpu_kernel_unavailable, triton_device_refusals, triton_unavailable
 from .upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d_reference
 
 OP = "modulated_conv2d"
@@ -236,12 +236,7 @@ _LOWP = (torch.float32, torch.bfloat16)
 
 
 def _cpu_unavailable():
-    """The compiled module's reason, or a stale build that lacks this op's kernel."""
-    why = cpu_unavailable()
-    if why is None and not hasattr(compiled(), "modulated_conv2d"):
-        return ("unavailable: facegen_rt._C has no modulated_conv2d kernel (built from older "
-                "sources; reinstall facegen_rt)")
-    return why
+    return cpu_kernel_unavailable("modulated_conv2d")
 
 
 def _cpu_refusals(x, *args):
