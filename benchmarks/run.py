@@ -26,6 +26,7 @@ import torch
 
 from . import drag as _drag  # noqa: F401 - registers the drag iteration suite
 from . import export_unet as _export_unet  # noqa: F401 - registers the export suite
+from . import generate_latency as _generate_latency  # noqa: F401 - registers the generate suite
 from . import ops as _ops  # noqa: F401 - registers the op suites
 from . import scadm_unet as _scadm_unet  # noqa: F401 - registers the SCA-DM UNet step suite
 from . import synthface as _synthface  # noqa: F401 - registers the renderer suite
