@@ -484,9 +484,14 @@ def test_bias_act_cpp_backward_matches_reference(dtype, case, count_cpp_backward
     shape, dim, act, clamp, with_bias, noncontiguous = case
     x, b = _bias_act_inputs(shape, dim, with_bias, noncontiguous)
     gain = math.sqrt(2) if act == "lrelu" else 1.0
-    if clamp is not None:  # keep |y| off the clamp edge, where the gradient jumps
+    if clamp is not None:
+        # Keep |y| off the clamp edge, where the gradient jumps: bfloat16 rounding of x, b
+        # and x + b moves y by a few hundredths, so values within 0.25 of the edge are
+        # moved to y = clamp / 2 (x + b = clamp / (2 gain), on the slope-1 side of 0).
         y = bias_act_reference(x, b, dim=dim, act=act)
-        x = torch.where((y.abs() - clamp).abs() < 0.05, x + 0.2 / gain, x)
+        bias = 0.0 if b is None else b.view([-1 if i == dim % x.dim() else 1
+                                            for i in range(x.dim())])
+        x = torch.where((y.abs() - clamp).abs() < 0.25, clamp / (2 * gain) - bias, x)
     grad = torch.randn(shape)
 
     def run(backend):
