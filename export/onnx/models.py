@@ -54,8 +54,8 @@ def load(name: str, weights: Optional[str] = None, preset: Optional[str] = None,
         name: "sca-dm" or "stylegan2" (see :data:`MODELS`).
         weights: SCA-DM: a bundle folder (model.safetensors + config.json) written by
             facegen_rt.weights.save_scadm; StyleGAN2: an NVlabs .pkl or a .pt state dict.
-            None: random initialisation of ``preset`` with ``seed`` (SCA-DM falls back
-            to the bundled model when neither is given and it is installed).
+            None: random initialisation of ``preset`` with ``seed`` (SCA-DM takes the
+            bundled model when neither is given; ValueError when none is installed).
         preset: config preset name (see each model's config module).
         seed: torch seed of a random initialisation.
         feature_res: StyleGAN2 only: add a "features" output of the block at this
@@ -78,7 +78,10 @@ def _scadm(path: Optional[Path], preset: Optional[str], seed: int) -> Loaded:
     from facegen_rt.pipelines.semantic import BUNDLED_MODEL
 
     pipeline = {"prediction": "eps", "default_guidance": 1.0}
-    if path is None and preset is None and (BUNDLED_MODEL / "model.safetensors").is_file():
+    if path is None and preset is None:
+        if not (BUNDLED_MODEL / "model.safetensors").is_file():
+            raise ValueError("sca-dm: no bundled model is installed; pass --weights (a bundle "
+                             "folder) or --preset (random initialisation), e.g. --preset tiny")
         path = BUNDLED_MODEL
     if path is not None:
         if preset is not None:
@@ -99,7 +102,7 @@ def _scadm(path: Optional[Path], preset: Optional[str], seed: int) -> Loaded:
         bundle = path if path.is_dir() else path.parent
         path = bundle / "model.safetensors" if (bundle / "model.safetensors").is_file() else path
     else:
-        cfg = get_preset(preset or "tiny")
+        cfg = get_preset(preset)
         torch.manual_seed(seed)
         modules = build_scadm(cfg)
     for m in modules.values():

@@ -135,7 +135,7 @@ class Evaluators:
             logits = logits.float() + correction
             if logits.shape[-2:] != x.shape[-2:]:
                 logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            outs.append(logits.float().contiguous())
+            outs.append(logits.contiguous())
         return torch.cat(outs) if outs else torch.empty(0, 19, *x.shape[-2:])
 
     @torch.no_grad()

@@ -43,3 +43,20 @@ def call_op(op: Callable, body: Callable, tensors: tuple, *args) -> torch.Tensor
     if direct_call_allowed(*tensors):
         return body(*args)
     return op(*args)
+
+
+def cpu_backward_applies(table, backend: str, x: torch.Tensor, grad: torch.Tensor) -> bool:
+    """True when an op's C++ backward can serve this gradient.
+
+    That needs the op's "cpu" backend to accept ``x`` (built, float32/bfloat16 CPU
+    tensor), ``grad`` in x's dtype, no other backend forced (a forced "reference" keeps
+    the PyTorch backward, the oracle), and plain eager tensors: no graph of the
+    backward being recorded (the C++ result is not differentiable again) and no
+    tracing (torch.compile traces the PyTorch backward instead).
+
+    Args:
+        table: the op's OpBackends; backend: the backend argument the op was called with.
+    """
+    return (x.device.type == "cpu" and grad.dtype == x.dtype and not torch.is_grad_enabled()
+            and direct_call_allowed(x, grad) and table.requested(backend) in (None, "cpu")
+            and not table.reasons(table.get("cpu"), "cpu", x))

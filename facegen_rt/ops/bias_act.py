@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like
-from ._dispatch import call_op, direct_call_allowed
+from ._dispatch import call_op, cpu_backward_applies
 from ._native import compiled, cpu_kernel_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "bias_act"
@@ -145,23 +145,11 @@ def _setup_context(ctx, inputs, output):
     ctx.backend = backend
 
 
-def cpu_backward_applies(backend: str, x: torch.Tensor) -> bool:
-    """True when the C++ backward can serve this gradient: float32/bfloat16 CPU tensors,
-    the compiled module present, no backend other than "cpu" forced (a forced
-    "reference" keeps the PyTorch formula, the oracle), and plain eager tensors: no
-    graph of the backward being recorded (the C++ result is not differentiable again)
-    and no tracing (torch.compile traces the PyTorch formula instead)."""
-    return (x.device.type == "cpu" and x.dtype in _LOWP and not torch.is_grad_enabled()
-            and direct_call_allowed(x) and BACKENDS.requested(backend) in (None, "cpu")
-            and _cpu_unavailable() is None)
-
-
 def _backward(ctx, grad):
     """dy/dx = gain * slope(x + b), zero where the clamp cut the output; db sums dx."""
     x, b = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.args
-    if (cpu_backward_applies(ctx.backend, x) and grad.dtype == x.dtype
-            and direct_call_allowed(grad)):
+    if cpu_backward_applies(BACKENDS, ctx.backend, x, grad):
         need_db = b is not None and ctx.needs_input_grad[1]
         dx, db = compiled().bias_act_backward(grad, x, b, dim, act, alpha, gain, clamp, need_db)
         return dx, db, None, None, None, None, None, None

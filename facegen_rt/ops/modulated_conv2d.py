@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like, check_tensor
-from ._dispatch import call_op, direct_call_allowed
+from ._dispatch import call_op, cpu_backward_applies
 from ._native import compiled, cpu_kernel_unavailable, triton_device_refusals, triton_unavailable
 from .upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d_reference
 
@@ -290,22 +290,10 @@ def _setup_context(ctx, inputs, output):
     ctx.backend = backend
 
 
-def cpu_backward_applies(backend: str, x: torch.Tensor) -> bool:
-    """True when the C++ backward can serve this gradient: float32/bfloat16 CPU tensors,
-    the compiled module present, no backend other than "cpu" forced (a forced
-    "reference" keeps the vjp of the reference, the oracle), and plain eager tensors:
-    no graph of the backward being recorded (the C++ result is not differentiable
-    again) and no tracing (torch.compile traces the reference's vjp instead)."""
-    return (x.device.type == "cpu" and x.dtype in _LOWP and not torch.is_grad_enabled()
-            and direct_call_allowed(x) and BACKENDS.requested(backend) in (None, "cpu")
-            and _cpu_unavailable() is None)
-
-
 def _backward(ctx, grad):
     """The C++ backward where it applies, else the reference's vector-Jacobian product."""
     x, weight, styles, noise, f, out = ctx.saved_tensors
-    if (cpu_backward_applies(ctx.backend, x) and grad.dtype == x.dtype
-            and direct_call_allowed(grad)):
+    if cpu_backward_applies(BACKENDS, ctx.backend, x, grad):
         up, down, padding, demodulate, flip_weight, fused = ctx.args
         grads = compiled().modulated_conv2d_backward(
             grad, x, weight, styles, noise, out, f, up, down, list(padding), demodulate,

@@ -58,3 +58,11 @@ def test_export_through_facegen_rt_command(tmp_path):
     # --force allows writing into it again
     assert main(["export", "stylegan2", "--preset", "tiny", "--graphs", "mapping",
                  "--out", str(out), "--force"]) == 0
+
+
+def test_sca_dm_without_weights_needs_a_bundled_model(tmp_path):
+    from facegen_rt.pipelines.semantic import BUNDLED_MODEL
+
+    if (BUNDLED_MODEL / "model.safetensors").is_file():
+        pytest.skip("a bundled SCA-DM model is installed: it is the default")
+    _fails(["sca-dm", "--out", str(tmp_path / "o")], "no bundled model", "--weights", "--preset")
