@@ -40,7 +40,7 @@ packages = find_packages(include=["facegen_rt", "facegen_rt.*"]) + list(package_
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"facegen_rt": ["assets/*", "assets/**/*", "server/static/*"]},
+    package_data={"facegen_rt": ["assets/*", "assets/**/*", "serve/static/*"]},
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)},
 )

@@ -10,7 +10,7 @@ iteration per call (successive calls continue the edit):
                      feature block, gradients for w alone, ops on their automatic
                      backend (the C++ kernels on CPU)
 
-Cases: the bundled 256^2 generator (a skipped row while none is bundled) and config-f
+Cases: the bundled 256^2 SynthFace generator (a skipped row if it is not installed) and config-f
 at 512^2 with random weights (seed 0); the quick run uses the "tiny" preset. The
 output compared between providers is the latent after the first iteration. Rates are
 iterations per second (1000 / median ms).
@@ -24,6 +24,7 @@ import torch
 
 from facegen_rt.drag import DragSession, OfficialDragLoop
 from facegen_rt.models.stylegan2 import Generator
+from facegen_rt.weights import BUNDLED_GENERATOR, load_generator
 
 from .harness import Case, OpBench, Provider, Skipped, register_op_bench, register_suite, run_op_bench
 
@@ -42,6 +43,8 @@ def cases(quick: bool) -> list[Case]:
 
 @functools.lru_cache(maxsize=1)
 def _generator(preset: str) -> Generator:
+    if preset == "bundled":
+        return load_generator()
     torch.manual_seed(0)
     return Generator.from_preset(preset).eval()
 
@@ -54,8 +57,8 @@ def _points(res: int) -> list[tuple[tuple[int, int], tuple[float, float]]]:
 
 
 def make_inputs(case: Case, dtype: torch.dtype, gen: torch.Generator) -> dict:
-    if case.params["preset"] == "bundled":
-        return {"skip": "no bundled StyleGAN2 generator yet"}
+    if case.params["preset"] == "bundled" and not BUNDLED_GENERATOR.exists():
+        return {"skip": f"the bundled generator {BUNDLED_GENERATOR.name} is not installed"}
     if dtype != torch.float32:
         return {"skip": "drag steps run in float32"}
     G = _generator(case.params["preset"])

@@ -6,6 +6,7 @@ Presets:
     "paper256": stylegan2-ada's 256^2 config (channel_base 16384), the init kwargs of
         the DragGAN 256^2 generator in the reference key list.
     "small": 128^2 with 64-dim latents and at most 64 channels, for quick sessions.
+    "synthface256": 256^2, at most 128 channels (16 at 256^2): the bundled generator.
     "tiny": 32^2 with 32-dim latents, for tests.
 
 Channels at block resolution r are ``min(channel_base // r, channel_max)``.
@@ -190,6 +191,11 @@ PRESETS: dict[str, StyleGAN2Config] = {
     "paper256": _preset("paper256", 256, channel_base=16384),
     "small": _preset("small", 128, z_dim=64, w_dim=64, channel_base=2048, channel_max=64,
                      mapping=MappingConfig(num_layers=4)),
+    # The bundled SynthFace generator (facegen_rt/assets/stylegan2): SynthFace's 64-dim z,
+    # no noise inputs (its regression target is deterministic), mapping at full lr.
+    "synthface256": _preset("synthface256", 256, z_dim=64, w_dim=256, channel_base=4096,
+                            channel_max=128, use_noise=False,
+                            mapping=MappingConfig(num_layers=4, lr_multiplier=1.0)),
     "tiny": _preset("tiny", 32, z_dim=32, w_dim=32, channel_base=512, channel_max=32,
                     mapping=MappingConfig(num_layers=2)),
 }
