@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 
 from facegen_rt.data.synthface.landmarks import LANDMARK_NAMES
 from facegen_rt.drag import DragSession
+from facegen_rt.drag.points import round_xy
 from facegen_rt.weights import load_generator
 
 from .evaluators import Evaluators, load_evaluators
@@ -69,7 +69,7 @@ def run_edit(G, ev: Evaluators, index: int, max_steps: int, lower_half: bool,
     before = session.render_uint8()
     lm0 = ev.landmarks(before[None])[0].numpy().astype(np.float64)
     k, target = pick_edit(np.random.default_rng([seed, index]), lm0, res, lower_half)
-    handle = (float(np.clip(round(lm0[k, 0]), 0, res - 1)), float(np.clip(round(lm0[k, 1]), 0, res - 1)))
+    handle = round_xy((float(lm0[k, 0]), float(lm0[k, 1])))  # inside the image: pick_edit
     session.add_point(handle, target)
     if lower_half:
         mask = torch.zeros(res, res)
@@ -103,7 +103,7 @@ def summarize(records: list[dict], mask: str) -> dict:
            "median_md_end": float(np.median([r["md_end"] for r in records])),
            "done_fraction": float(np.mean([r["done"] for r in records])),
            "median_steps": float(np.median([r["steps"] for r in records])),
-           "median_iterations_per_s": 1.0 / statistics.median(r["seconds_per_step"] for r in records)}
+           "median_iterations_per_s": 1.0 / float(np.median([r["seconds_per_step"] for r in records]))}
     if mask == "lower":
         out["upper_half_change"] = float(np.mean([r["upper_change"] for r in records]))
         out["lower_half_change"] = float(np.mean([r["lower_change"] for r in records]))

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from facegen_rt.drag import DragSession
-from facegen_rt.drag.points import check_mask, check_xy
+from facegen_rt.drag.points import check_mask, check_xy, round_xy
 
 #: Largest upload accepted, in bytes and in pixels per side (decoding cost is bounded too).
 MAX_UPLOAD_BYTES = 8 * 2**20
@@ -144,7 +144,7 @@ class EditorSession:
         """Replace the points; re-sending the current ones changes nothing (so tracking
         references survive a restart of the same drag)."""
         current = [(p.handle, p.target) for p in self.drag.points]
-        if current == [(tuple(round(v) for v in h), tuple(t)) for h, t in pairs]:
+        if current == [(round_xy(h), tuple(t)) for h, t in pairs]:
             return
         for p in self.drag.points:
             self.drag.remove_point(p.id)
