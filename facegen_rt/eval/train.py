@@ -30,6 +30,7 @@ recorded, and ``--steps N`` replays a run with a fixed schedule.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -98,10 +99,22 @@ def render_arrays(n: int, res: int, seed: int, split: str, start: int = 0, worke
     return out
 
 
+def _renderer_fingerprint(seed: int, res: int) -> str:
+    """Hash of the first four train items as rendered now: a renderer change, which
+    leaves n, res and seed alone, must not reuse a cache of the old pictures."""
+    h = hashlib.blake2b(digest_size=8)
+    for i in range(4):
+        for a in _render_one((seed, split_index("train", i), res)):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def build_cache(root, n: int, res: int = RES, seed: int = 0, workers: int = 2, log=print) -> dict:
-    """The train-split cache under ``root`` (rendered on first use), as read-only memmaps."""
+    """The train-split cache under ``root`` (rendered on first use, and again whenever
+    the renderer's output changed), as read-only memmaps."""
     root = Path(root)
-    meta = {"n": int(n), "res": int(res), "seed": int(seed), "split": "train"}
+    meta = {"n": int(n), "res": int(res), "seed": int(seed), "split": "train",
+            "renderer": _renderer_fingerprint(seed, res)}
     done = root / "meta.json"
     if done.is_file() and json.loads(done.read_text()) == meta:
         return _cache_arrays(root, n, res, "r")

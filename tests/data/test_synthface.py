@@ -10,7 +10,7 @@ import torch
 
 from facegen_rt.data import synthface as sf
 from facegen_rt.data.synthface import classes as C
-from facegen_rt.data.synthface.factors import POSE_EXPRESSION_Z_INDEX
+from facegen_rt.data.synthface.factors import ATTRIBUTE_MARGINS, POSE_EXPRESSION_Z_INDEX, _gap
 from facegen_rt.data.synthface.landmarks import LANDMARK_INDEX as LM
 from facegen_rt.data.synthface.raster import Canvas, coverage
 
@@ -196,6 +196,39 @@ def test_every_attribute_takes_both_values():
     rate = vecs.mean(axis=0)
     never = [n for n, r in zip(sf.ATTRIBUTE_NAMES, rate) if r in (0.0, 1.0)]
     assert not never, never
+
+
+def test_gap_is_monotone_keeps_sides_and_range():
+    v = np.linspace(0.0, 1.0, 2001)
+    out = np.array([_gap(x, 0.0, 1.0, (0.2, 0.55), 0.06) for x in v])
+    assert np.all(np.diff(out) > 0)
+    assert out[0] == 0.0 and math.isclose(out[-1], 1.0)
+    for t in (0.2, 0.55):
+        assert np.array_equal(out > t, v > t)                   # every face keeps its label
+        assert not np.any(np.abs(out - t) < 0.06 - 1e-12)       # and sits off the threshold
+
+
+def test_attribute_factors_keep_their_margins():
+    seen = {name: [] for name in ATTRIBUTE_MARGINS}
+    for i in range(1000):
+        f = _factors(7, i)
+        for name in seen:
+            seen[name].append(f.face_length / f.face_width if name == "face_ratio" else getattr(f, name))
+    for name, (thresholds, g) in ATTRIBUTE_MARGINS.items():
+        v = np.array(seen[name])
+        for t in thresholds:
+            closest = np.abs(v - t).min()
+            assert closest >= g - 1e-9, f"{name}: a face at {closest:.4f} from threshold {t} (margin {g})"
+
+
+def test_earrings_are_visible():
+    shown = 0
+    for i in range(300):
+        s = sf.sample(5, i, 128)
+        if s.attributes["Wearing_Earrings"]:
+            assert (s.label == C.CLASS_ID["ear_r"]).sum() >= 1, f"item {i}: earrings hidden"
+            shown += 1
+    assert shown >= 10
 
 
 # ----------------------------------------------------------------------- pairs

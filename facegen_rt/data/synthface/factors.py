@@ -10,8 +10,9 @@ The map
 Coordinate ``z[i]`` drives the factor ``Z_NAMES[i]``. A few factors also read the
 ``male`` coordinate (hair-style table, makeup, beard, earring and necklace rates, and
 small offsets of face width, jaw, brow thickness, nose width, lip fullness, neck and
-shoulder width) or ``age`` (gray-hair rate, receding hairline, wrinkles), and brow and
-lip colours mix the hair, skin and makeup colours. Let ``u = Phi(z[i])`` be the
+shoulder width) or ``age`` (gray-hair rate, receding hairline, wrinkles), brow and
+lip colours mix the hair, skin and makeup colours, and earrings come only with a hair
+style that leaves the ear lobes free (``EAR_COVERING_STYLES``). Let ``u = Phi(z[i])`` be the
 standard normal CDF of a coordinate, uniform on (0, 1):
 
 * continuous factors are affine in ``u``: ``lo + (hi - lo) * u`` (ranges in the code);
@@ -20,6 +21,12 @@ standard normal CDF of a coordinate, uniform on (0, 1):
 * "style" coordinates hold several small choices as mixed-radix digits of ``u``
   (``_digits``): the first digit picks a shape, the remaining fraction a colour, ...
 * colours are palette look-ups or HSV built from the relevant coordinates.
+
+Attribute margins: a factor that a CelebA attribute thresholds (attributes.py) leaves
+no borderline faces. :func:`_gap` squeezes its range away from each threshold, so
+every face sits at least a margin ``g`` from the decision (smile in [0, 0.3] or
+[0.7, 1], for instance). The map stays monotone and keeps each side's probability,
+and a binary label then names something the picture shows, as an annotator's does.
 
 ``texture_seed`` (the seed of the texture noise) is a hash of the identity coordinates,
 so it is shared by every render of one identity (see :func:`with_new_pose_expression`).
@@ -77,12 +84,27 @@ HELDOUT_OFFSET = 2 ** 40
 #: Extra entropy word that selects the second render of a pair.
 PAIR_STREAM = 1
 
+#: factor -> (attribute thresholds, margin): the thresholds of the CelebA attributes
+#: defined on that factor (attributes.py reads them from here) and the margin g that
+#: :func:`_gap` keeps free around each. ``face_ratio`` is face_length / face_width.
+ATTRIBUTE_MARGINS = {
+    "brow_arch": ((0.05,), 0.015), "brow_thickness": ((0.052,), 0.012),
+    "nose_width": ((0.128,), 0.018), "lip_fullness": ((0.072,), 0.016),
+    "fullness": ((0.85,), 0.1), "eye_open": ((0.5,), 0.12), "jaw": ((1.9, 2.5), 0.1),
+    "face_ratio": ((1.25,), 0.06), "skin_tone": ((0.12,), 0.03), "blush": ((0.75,), 0.12),
+    "smile": ((0.5,), 0.2), "mouth_open": ((0.25,), 0.1), "age": ((0.6,), 0.15),
+    "makeup": ((0.2, 0.55), 0.06), "hair_wave": ((0.3, 0.65), 0.1),
+}
+
 HAIR_STYLES = ("bald", "buzz", "short", "bob", "long", "bun")
 #: hair colour categories drawn from z; "dyed" is then named by its hue (DYED_COLORS)
 HAIR_COLORS = ("black", "brown", "blond", "red", "gray", "dyed")
 DYED_COLORS = ("blue", "pink", "purple", "teal")
 BEARDS = ("none", "stubble", "goatee", "mustache")
 CLOTH_PATTERNS = ("solid", "stripes", "checks")
+#: hair styles whose sides cover the ear lobes: faces with them wear no earrings, so
+#: that Wearing_Earrings always names something visible
+EAR_COVERING_STYLES = ("bob", "long")
 NECKLINES = ("round", "v", "crew")
 GLASSES_SHAPES = ("round", "rect", "cat")
 HAT_STYLES = ("beanie", "brim", "cap")
@@ -258,6 +280,23 @@ def _digits(u: float, *radices: int) -> tuple:
     return (*out, u)
 
 
+def _gap(v: float, lo: float, hi: float, thresholds: tuple, g: float) -> float:
+    """Map v in [lo, hi] onto [lo, hi] minus (t - g, t + g) for each threshold t.
+
+    Piecewise linear and increasing, so ``v > t`` keeps its truth value: the segment
+    between two thresholds (or a threshold and an end of the range) is scaled into
+    itself less a margin g at each inner end.
+    """
+    edges = (lo, *thresholds, hi)
+    last = len(edges) - 2
+    for i in range(last + 1):
+        a, b = edges[i], edges[i + 1]
+        if v <= b or i == last:
+            a2, b2 = a + (g if i > 0 else 0.0), b - (g if i < last else 0.0)
+            return a2 + (v - a) * (b2 - a2) / (b - a)
+    raise AssertionError("unreachable")
+
+
 def _lerp(a, b, t) -> tuple:
     return tuple(float(x + (y - x) * t) for x, y in zip(a, b))
 
@@ -286,11 +325,18 @@ def factors_from_z(z) -> Factors:
     def lin(name, lo, hi):
         return lo + (hi - lo) * u[name]
 
-    male = u["male"] < 0.42
-    age = u["age"]
+    def margin(name, v, lo, hi):
+        """v (in [lo, hi]) kept off the thresholds of the attributes defined on it."""
+        thresholds, g = ATTRIBUTE_MARGINS[name]
+        return _gap(v, lo, hi, thresholds, g)
 
-    # face and skin
-    tone = u["skin_tone"]
+    male = u["male"] < 0.42
+    age = margin("age", u["age"], 0.0, 1.0)
+
+    # face and skin: the length follows the width through a ratio kept off Oval_Face's
+    face_width = lin("face_width", 0.70, 0.84) + (0.03 if male else 0.0)
+    face_ratio = margin("face_ratio", lin("face_length", 0.94, 1.06) / face_width, 1.05, 1.55)
+    tone = margin("skin_tone", u["skin_tone"], 0.0, 1.0)
     pos = tone * (len(_SKIN_STOPS) - 1)
     k = min(int(pos), len(_SKIN_STOPS) - 2)
     skin = _SKIN_STOPS[k] + (_SKIN_STOPS[k + 1] - _SKIN_STOPS[k]) * (pos - k)
@@ -330,12 +376,14 @@ def factors_from_z(z) -> Factors:
     brow_rgb = tuple(min(c, s * 0.75) for c, s in zip(brow_rgb, skin_rgb))
 
     # grooming
-    makeup = 0.0 if male else max(0.0, (u["makeup"] - 0.35) / 0.65)
+    makeup = 0.0 if male else margin("makeup", max(0.0, (u["makeup"] - 0.35) / 0.65), 0.0, 1.0)
     beard = _pick(u["beard"], BEARDS, (0.55, 0.2, 0.12, 0.13)) if male else "none"
     lip_dig, lip_frac = _digits(u["lip_color"], len(_LIPSTICKS))
     natural_lip = _lerp(tuple(s * f for s, f in zip(skin_rgb, (0.86, 0.58, 0.58))),
                         (0.70, 0.33, 0.35), 0.25 + 0.3 * lip_frac)
-    lip_rgb = _lerp(natural_lip, _LIPSTICKS[lip_dig], min(1.0, makeup * 1.2))
+    # lipstick (makeup past Wearing_Lipstick's threshold) is a clear colour change
+    lipstick = min(1.0, 0.45 + 0.6 * makeup) if makeup > ATTRIBUTE_MARGINS["makeup"][0][0] else 0.3 * makeup
+    lip_rgb = _lerp(natural_lip, _LIPSTICKS[lip_dig], lipstick)
     iris_color = _pick(u["iris_color"], IRIS_COLORS, (0.3, 0.25, 0.12, 0.1, 0.15, 0.08))
 
     # clothes and scene
@@ -364,31 +412,34 @@ def factors_from_z(z) -> Factors:
     n_style, n_col, _ = _digits(u["necklace_style"], 3, 4)
 
     return Factors(
-        face_width=lin("face_width", 0.70, 0.84) + (0.03 if male else 0.0),
-        face_length=lin("face_length", 0.94, 1.06),
+        face_width=face_width,
+        face_length=face_ratio * face_width,
         forehead=lin("forehead", 0.96, 1.06),
-        jaw=lin("jaw", 1.75, 3.0) + (0.35 if male else 0.0),
-        fullness=u["fullness"],
+        jaw=margin("jaw", lin("jaw", 1.75, 3.0) + (0.35 if male else 0.0), 1.75, 3.35),
+        fullness=margin("fullness", u["fullness"], 0.0, 1.0),
         skin_tone=tone, skin_rgb=skin_rgb,
         eye_width=lin("eye_width", 0.13, 0.165),
         eye_ratio=lin("eye_ratio", 0.42, 0.58),
         eye_spacing=lin("eye_spacing", 0.31, 0.36),
         eye_tilt=lin("eye_tilt", -0.1, 0.16),
         iris_color=iris_color, iris_rgb=_IRIS_RGB[iris_color],
-        brow_thickness=lin("brow_thickness", 0.028, 0.05) + (0.012 if male else 0.0),
-        brow_arch=lin("brow_arch", 0.0, 0.07),
+        brow_thickness=margin("brow_thickness", lin("brow_thickness", 0.028, 0.073)
+                              + (0.012 if male else 0.0), 0.028, 0.085),
+        brow_arch=margin("brow_arch", lin("brow_arch", 0.0, 0.09), 0.0, 0.09),
         brow_height=lin("brow_height", -0.03, 0.03),
         brow_rgb=brow_rgb,
         nose_length=lin("nose_length", 0.30, 0.40),
-        nose_width=lin("nose_width", 0.085, 0.14) + (0.01 if male else 0.0),
+        nose_width=margin("nose_width", lin("nose_width", 0.085, 0.16) + (0.01 if male else 0.0),
+                          0.085, 0.17),
         mouth_width=lin("mouth_width", 0.18, 0.25),
-        lip_fullness=lin("lip_fullness", 0.045, 0.085) - (0.008 if male else 0.0),
+        lip_fullness=margin("lip_fullness", lin("lip_fullness", 0.045, 0.11) - (0.008 if male else 0.0),
+                            0.037, 0.11),
         lip_rgb=lip_rgb,
         ear_size=lin("ear_size", 0.85, 1.15),
         hair_style=hair_style, hair_length=hair_length, hair_color=hair_color,
         hair_rgb=hair_rgb, bangs=bangs, hair_volume=hair_volume,
-        hair_wave=u["hair_wave"], hair_part=lin("hair_part", -0.35, 0.35),
-        male=male, age=age, makeup=makeup, beard=beard, blush=u["blush"],
+        hair_wave=margin("hair_wave", u["hair_wave"], 0.0, 1.0), hair_part=lin("hair_part", -0.35, 0.35),
+        male=male, age=age, makeup=makeup, beard=beard, blush=margin("blush", u["blush"], 0.0, 1.0),
         cloth_rgb=cloth_rgb, cloth_rgb2=cloth_rgb2, cloth_pattern=cloth_pattern,
         cloth_scale=cloth_scale, neckline=neckline,
         neck_width=lin("neck_width", 0.30, 0.38) + (0.04 if male else 0.0),
@@ -400,7 +451,7 @@ def factors_from_z(z) -> Factors:
         glasses=u["glasses"] > 0.87, glasses_shape=GLASSES_SHAPES[g_shape],
         glasses_rgb=glasses_rgb, sunglasses=sunglasses,
         hat=u["hat"] > 0.9, hat_style=HAT_STYLES[h_style], hat_rgb=hat_rgb,
-        earrings=u["earrings"] > (0.95 if male else 0.55),
+        earrings=hair_style not in EAR_COVERING_STYLES and u["earrings"] > (0.95 if male else 0.3),
         earring_style=EARRING_STYLES[e_style], earring_rgb=_METALS[e_col],
         necklace=u["necklace"] > (0.96 if male else 0.75),
         necklace_style=NECKLACE_STYLES[n_style], necklace_rgb=_METALS[n_col],
@@ -409,9 +460,9 @@ def factors_from_z(z) -> Factors:
         shift_x=lin("shift_x", -0.06, 0.06),
         shift_y=lin("shift_y", -0.05, 0.05),
         scale=lin("scale", 0.88, 1.1),
-        smile=u["smile"],
-        mouth_open=max(0.0, (u["mouth_open"] - 0.45) / 0.55),
-        eye_open=0.3 + 0.85 * u["eye_open"] ** 0.6,
+        smile=margin("smile", u["smile"], 0.0, 1.0),
+        mouth_open=margin("mouth_open", max(0.0, (u["mouth_open"] - 0.45) / 0.55), 0.0, 1.0),
+        eye_open=margin("eye_open", 0.3 + 0.85 * u["eye_open"] ** 0.6, 0.3, 1.15),
         gaze=lin("gaze", -1.0, 1.0),
         brow_raise=u["brow_raise"],
     )

@@ -303,7 +303,7 @@ class HairGeom:
         ytop = y * F32(1.0 / self.top)
         f_top = np.sqrt((dx * F32(1.0 / self.half_w)) ** 2 + ytop * ytop) - F32(1.0)
         if self.style in ("long", "bob"):
-            wv = F32(0.035 * self.wave) * np.sin(y * F32(11.0) + F32(self.phase))
+            wv = F32(0.06 * self.wave) * np.sin(y * F32(11.0) + F32(self.phase))
             side = (np.abs(dx) - (F32(self.half_w) + F32(self.flare) * y + wv)) * F32(1.0 / self.half_w)
             end_y = (F32(self.bottom) - F32(0.12 if self.style == "long" else -0.06)
                      * (dx * F32(1.0 / self.half_w)) ** 2
@@ -426,7 +426,8 @@ def make_layout(f: Factors) -> Layout:
         a_left=a * (1 - 0.22 * ay if far_l else 1 + 0.03 * ay),
         a_right=a * (1 + 0.03 * ay if far_l else 1 - 0.22 * ay),
         top=f.forehead, bot=f.face_length, jaw=f.jaw,
-        full=0.08 * (f.fullness - 0.3), shear=0.22 * yaw)
+        # Chubby faces (fullness past its attribute margin) get a visibly wider jaw
+        full=0.08 * (f.fullness - 0.3) + (0.1 if f.fullness > 0.85 else 0.0), shear=0.22 * yaw)
 
     # eyes
     eyes = []
@@ -447,7 +448,7 @@ def make_layout(f: Factors) -> Layout:
         xi0, xo0 = side * (f.eye_spacing - 0.95 * f.eye_width), side * (f.eye_spacing + 1.2 * f.eye_width)
         brows.append(BrowGeom(xi=yaw_x(xi0, 0.25, yaw), yi=by + 0.01,
                               xo=yaw_x(xo0, 0.25, yaw), yo=by + 0.035 - 0.4 * f.eye_tilt * f.eye_width,
-                              arch=f.brow_arch + 0.02 * f.brow_raise, thick=f.brow_thickness))
+                              arch=f.brow_arch, thick=f.brow_thickness))
 
     # nose
     nw = f.nose_width
@@ -456,10 +457,10 @@ def make_layout(f: Factors) -> Layout:
                     ht=0.07)
 
     # mouth: the corners rise and the mouth widens with the smile
-    mw = f.mouth_width * (1 + 0.12 * f.smile)
+    mw = f.mouth_width * (1 + 0.15 * f.smile)
     mouth = MouthGeom(mx=yaw_x(0.0, 0.32, yaw), my=f.nose_length + 0.26,
                       wl=mw * _side_factor(-1, yaw), wr=mw * _side_factor(1, yaw),
-                      lift=0.06 * f.smile - 0.012, gap=0.12 * f.mouth_open,
+                      lift=0.1 * f.smile - 0.02, gap=0.12 * f.mouth_open,
                       tu=0.75 * f.lip_fullness, tl=f.lip_fullness)
 
     # ears: behind the face (negative depth); the far ear tucks behind the cheek
@@ -525,7 +526,7 @@ def _hair_layout(f: Factors, face: FaceGeom) -> HairGeom:
     amax = max(face.a_left, face.a_right)
     half_w = amax + 0.04 + vol
     top = f.forehead + vol
-    receding = 0.15 if (f.male and f.age > 0.65) else 0.0
+    receding = 0.15 if (f.male and f.age > 0.6) else 0.0
     hairline = -0.74 + receding
     side_x0, side_drop = 0.84 * amax, 0.62
     bottom, flare = 0.3, 0.0

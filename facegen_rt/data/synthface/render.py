@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from . import classes as C
-from .factors import DYED_COLORS, Factors
+from .factors import ATTRIBUTE_MARGINS, DYED_COLORS, Factors
 from .layout import Layout, make_layout
 from .raster import F32, Canvas, clip01, coverage, coverage_sdf, gauss, smoothstep, value_noise
 
@@ -206,8 +206,10 @@ class _Renderer:
         ang = np.arctan2(dx, dy)
         rad = np.sqrt(dx * dx + dy * dy)
         freq = 60.0 if h.style != "buzz" else 120.0
-        # wavy strands: phase-modulate the strand pattern by up to ~1.6 rad
-        ang += F32(1.6 / freq * f.hair_wave) * np.sin(rad * F32(14.0) + F32(h.phase))
+        # wavy strands: phase-modulate the strand pattern by up to ~1.6 rad, and light
+        # bands across the waves (strands are finer than a pixel at 128^2; bands are not)
+        wave_phase = rad * F32(14.0) + F32(h.phase)
+        ang += F32(1.6 / freq * f.hair_wave) * np.sin(wave_phase)
         spacing_px = (2 * math.pi / freq) * 0.8 / self.cv.px   # strand period at radius 0.8
         amp = min(1.0, spacing_px / 4.0) * (0.09 if h.style != "buzz" else 0.05)
         patch = F32(amp) * (F32(0.6) + F32(0.4) * self.noise(w, "mid"))
@@ -216,6 +218,7 @@ class _Renderer:
         nx = (w.x - F32(h.cx)) * F32(1.0 / h.half_w)
         ny = np.minimum(np.maximum(w.y * F32(1.0 / h.top), F32(-1.0)), F32(1.0))
         shade = self.lambert(nx * F32(0.9), ny * F32(0.9)) * strands
+        shade *= F32(1.0) + F32(0.2 * f.hair_wave ** 2) * np.sin(wave_phase)
         # sheen: a soft highlight band around the top of the head
         sheen = gauss(rad - F32(0.62 * h.top), 0.09) * (w.y < 0) * F32(0.2 + 0.15 * (1 - f.hair_wave))
         base = _rgb(f.hair_rgb)
@@ -328,7 +331,7 @@ class _Renderer:
             i, xl, yl = p
             shade[i] -= F32(0.1) * gauss(xl - F32(m.mx), 0.1) * gauss(yl - F32(yl0), 0.03)
         # nasolabial folds: nostril wing to just outside the mouth corner
-        fold = F32(0.04 + 0.08 * f.smile + 0.06 * f.age)
+        fold = F32(0.04 + 0.12 * f.smile + (0.1 if f.age > 0.6 else 0.03) * f.age)
         for side in (-1, 1):
             ax, ay_ = n.tx + side * (n.w_right if side > 0 else n.w_left) * 1.05, n.ty + 0.02
             bx, by_ = m.corner(side)
@@ -337,8 +340,8 @@ class _Renderer:
                 i, xl, yl = p
                 shade[i] -= fold * _segment_glow(xl, yl, ax, ay_, bx, by_, 0.018)
         col = self.skin * shade[..., None]
-        # blush and eyeshadow
-        blush = F32(0.1 * f.blush + 0.06 * f.makeup)
+        # blush and eyeshadow: cubic in blush, so that rosy cheeks (blush > 0.75) stand out
+        blush = F32(0.45 * f.blush ** 3 + 0.06 * f.makeup)
         for e in lay.eyes:
             if (p := local(e.cx - 0.35, 0.0, e.cx + 0.35, 0.6)) is not None:
                 i, xl, yl = p
@@ -351,18 +354,27 @@ class _Renderer:
                 if (p := local(e.cx - 2.5 * e.w, ys - 0.12, e.cx + 2.5 * e.w, ys + 0.12)) is not None:
                     i, xl, yl = p
                     g = gauss(xl - F32(e.cx), e.w * 1.1) * gauss(yl - F32(ys), 0.045)
-                    col[i] += (F32(0.35 * f.makeup) * g)[..., None] * (shadow_rgb - col[i])
+                    heavy = f.makeup > ATTRIBUTE_MARGINS["makeup"][0][1]   # Heavy_Makeup: strong eyeshadow
+                    col[i] += (F32(0.6 * f.makeup if heavy else 0.15 * f.makeup) * g)[..., None] * (shadow_rgb - col[i])
         if f.beard != "none":
             if (p := local(m.mx - 0.8, n.ty, m.mx + 0.8, fg.bot + 0.05)) is not None:
                 i, xl, yl = p
                 col[i] = self._beard(cv.subwindow(w, i), xl, yl, col[i])
-        if f.age > 0.72:   # forehead lines
-            k = F32((f.age - 0.72) * 1.2)
+        if f.age > 0.6:   # old (not Young): forehead lines and lines under the eyes
+            k = F32(0.45 + 0.6 * (f.age - 0.6))
             if (p := local(-0.7, -0.6, 0.7, -0.35)) is not None:
                 i, xl, yl = p
                 for y_line in (-0.42, -0.5):
                     col[i] *= (F32(1.0) - k * gauss(yl - F32(y_line) - F32(0.02) * np.cos(xl * F32(4.0)), 0.008)
                                * gauss(xl, 0.35))[..., None]
+            for e in lay.eyes:
+                yb = e.cy + e.hl + 0.05
+                if (p := local(e.cx - 1.2 * e.w, yb - 0.05, e.cx + 1.2 * e.w, yb + 0.05)) is not None:
+                    i, xl, yl = p
+                    dx = xl - F32(e.cx)
+                    lift = F32(0.03 / (e.w * e.w)) * dx * dx    # the line curves up at its ends
+                    arc = gauss(yl - F32(yb) + lift, 0.01) * gauss(dx, 0.6 * e.w)
+                    col[i] *= (F32(1.0) - F32(0.8) * k * arc)[..., None]
         cv.paint(w, cov, clip01(col), C.SKIN)
 
     def _beard(self, w, x, y, col):
@@ -406,9 +418,9 @@ class _Renderer:
         for (ncx, ncy, rx, ry) in n.nostrils():
             ex, ey = (x - F32(ncx)) * F32(1.0 / rx), (y - F32(ncy)) * F32(1.0 / ry)
             rr = np.sqrt(ex * ex + ey * ey)
-            amount -= F32(0.32) * coverage_sdf((rr - F32(1.0)) * F32(ry), self.cv.px)
+            amount -= F32(0.4) * coverage_sdf((rr - F32(1.0)) * F32(ry), self.cv.px)
             # crease around the nostril wing
-            amount -= F32(0.08) * gauss(rr - F32(2.2), 0.6)
+            amount -= F32(0.12) * gauss(rr - F32(2.2), 0.6)
         self.cv.shade(w, amount * cov, C.NOSE, cov)
 
     def mouth(self):
