@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .factors import ATTRIBUTE_MARGINS, Factors
+from .factors import Factors, threshold as _t
 
 _HAS_HAIR = ("short", "bob", "long", "bun")   # styles long enough to be straight or wavy
-
-
-def _t(factor: str, i: int = 0) -> float:
-    """The i-th attribute threshold on ``factor``."""
-    return ATTRIBUTE_MARGINS[factor][0][i]
 
 
 def _above(factor: str, i: int = 0) -> tuple:

@@ -96,6 +96,12 @@ ATTRIBUTE_MARGINS = {
     "makeup": ((0.2, 0.55), 0.06), "hair_wave": ((0.3, 0.65), 0.1),
 }
 
+
+def threshold(factor: str, i: int = 0) -> float:
+    """The i-th attribute threshold on ``factor`` (see ATTRIBUTE_MARGINS)."""
+    return ATTRIBUTE_MARGINS[factor][0][i]
+
+
 HAIR_STYLES = ("bald", "buzz", "short", "bob", "long", "bun")
 #: hair colour categories drawn from z; "dyed" is then named by its hue (DYED_COLORS)
 HAIR_COLORS = ("black", "brown", "blond", "red", "gray", "dyed")
@@ -382,7 +388,7 @@ def factors_from_z(z) -> Factors:
     natural_lip = _lerp(tuple(s * f for s, f in zip(skin_rgb, (0.86, 0.58, 0.58))),
                         (0.70, 0.33, 0.35), 0.25 + 0.3 * lip_frac)
     # lipstick (makeup past Wearing_Lipstick's threshold) is a clear colour change
-    lipstick = min(1.0, 0.45 + 0.6 * makeup) if makeup > ATTRIBUTE_MARGINS["makeup"][0][0] else 0.3 * makeup
+    lipstick = min(1.0, 0.45 + 0.6 * makeup) if makeup > threshold("makeup") else 0.3 * makeup
     lip_rgb = _lerp(natural_lip, _LIPSTICKS[lip_dig], lipstick)
     iris_color = _pick(u["iris_color"], IRIS_COLORS, (0.3, 0.25, 0.12, 0.1, 0.15, 0.08))
 

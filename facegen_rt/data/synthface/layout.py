@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .factors import Factors
+from .factors import Factors, threshold
 from .raster import F32, smoothstep
 
 BASE_SCALE = 0.55  # normalised image units per face unit at factors.scale == 1
@@ -427,7 +427,7 @@ def make_layout(f: Factors) -> Layout:
         a_right=a * (1 + 0.03 * ay if far_l else 1 - 0.22 * ay),
         top=f.forehead, bot=f.face_length, jaw=f.jaw,
         # Chubby faces (fullness past its attribute margin) get a visibly wider jaw
-        full=0.08 * (f.fullness - 0.3) + (0.1 if f.fullness > 0.85 else 0.0), shear=0.22 * yaw)
+        full=0.08 * (f.fullness - 0.3) + (0.1 if f.fullness > threshold("fullness") else 0.0), shear=0.22 * yaw)
 
     # eyes
     eyes = []
@@ -526,7 +526,7 @@ def _hair_layout(f: Factors, face: FaceGeom) -> HairGeom:
     amax = max(face.a_left, face.a_right)
     half_w = amax + 0.04 + vol
     top = f.forehead + vol
-    receding = 0.15 if (f.male and f.age > 0.6) else 0.0
+    receding = 0.15 if (f.male and f.age > threshold("age")) else 0.0
     hairline = -0.74 + receding
     side_x0, side_drop = 0.84 * amax, 0.62
     bottom, flare = 0.3, 0.0

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from . import classes as C
-from .factors import ATTRIBUTE_MARGINS, DYED_COLORS, Factors
+from .factors import DYED_COLORS, Factors, threshold
 from .layout import Layout, make_layout
 from .raster import F32, Canvas, clip01, coverage, coverage_sdf, gauss, smoothstep, value_noise
 
@@ -331,7 +331,7 @@ class _Renderer:
             i, xl, yl = p
             shade[i] -= F32(0.1) * gauss(xl - F32(m.mx), 0.1) * gauss(yl - F32(yl0), 0.03)
         # nasolabial folds: nostril wing to just outside the mouth corner
-        fold = F32(0.04 + 0.12 * f.smile + (0.1 if f.age > 0.6 else 0.03) * f.age)
+        fold = F32(0.04 + 0.12 * f.smile + (0.1 if f.age > threshold("age") else 0.03) * f.age)
         for side in (-1, 1):
             ax, ay_ = n.tx + side * (n.w_right if side > 0 else n.w_left) * 1.05, n.ty + 0.02
             bx, by_ = m.corner(side)
@@ -354,13 +354,13 @@ class _Renderer:
                 if (p := local(e.cx - 2.5 * e.w, ys - 0.12, e.cx + 2.5 * e.w, ys + 0.12)) is not None:
                     i, xl, yl = p
                     g = gauss(xl - F32(e.cx), e.w * 1.1) * gauss(yl - F32(ys), 0.045)
-                    heavy = f.makeup > ATTRIBUTE_MARGINS["makeup"][0][1]   # Heavy_Makeup: strong eyeshadow
+                    heavy = f.makeup > threshold("makeup", 1)   # Heavy_Makeup: strong eyeshadow
                     col[i] += (F32(0.6 * f.makeup if heavy else 0.15 * f.makeup) * g)[..., None] * (shadow_rgb - col[i])
         if f.beard != "none":
             if (p := local(m.mx - 0.8, n.ty, m.mx + 0.8, fg.bot + 0.05)) is not None:
                 i, xl, yl = p
                 col[i] = self._beard(cv.subwindow(w, i), xl, yl, col[i])
-        if f.age > 0.6:   # old (not Young): forehead lines and lines under the eyes
+        if f.age > threshold("age"):   # old (not Young): forehead lines and lines under the eyes
             k = F32(0.45 + 0.6 * (f.age - 0.6))
             if (p := local(-0.7, -0.6, 0.7, -0.35)) is not None:
                 i, xl, yl = p
