@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from facegen_rt.runtime.allocator import retain_freed_memory
+
 from . import drag as _drag  # noqa: F401 - registers the drag iteration suite
 from . import export_unet as _export_unet  # noqa: F401 - registers the export suite
 from . import generate_latency as _generate_latency  # noqa: F401 - registers the generate suite
@@ -126,6 +128,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dtypes = resolve_dtypes(args.dtypes, args.quick)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Every provider runs under the same allocator setting, the one `facegen-rt` uses.
+    allocator = retain_freed_memory()
     timing = timing_from(args)
     compile_on = (not args.quick) if args.compile is None else args.compile
     providers = frozenset(_csv(args.providers)) if args.providers else None
@@ -158,6 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "timing": dataclasses.asdict(timing),
         "ceiling_sizes": {"gemm_n": ceiling_cfg.gemm_n, "copy_bytes": ceiling_cfg.copy_bytes},
         "inductor_fx_graph_cache": _compile_caches(args.cold_compile),
+        "allocator": dataclasses.asdict(allocator),
     }
     errors = 0
     for name in suites:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_tensor
-from ._dispatch import call_op
+from ._dispatch import call_op, eager_autograd
 from ._native import compiled, cpu_kernel_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "upfirdn2d"
@@ -242,11 +242,11 @@ def _backward(ctx, grad):
     # Through the op while a graph of the backward is recorded (double backward),
     # straight to the body otherwise.
     dx = call_op(_upfirdn2d_op, _upfirdn2d_body, (grad, f), grad, f, downx, downy, upx, upy, *p,
-                 not flip_filter, gain, ctx.backend)
+                 not flip_filter, gain, ctx.backend, autograd=_upfirdn2d_autograd)
     return (dx,) + (None,) * 12
 
 
-_upfirdn2d_op.register_autograd(_backward, setup_context=_setup_context)
+_upfirdn2d_autograd = eager_autograd(_upfirdn2d_op, _upfirdn2d_body, _backward, _setup_context)
 
 
 def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,
@@ -292,7 +292,8 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down:
             f"is smaller than the {fh}x{fw} filter"
         )
     return call_op(_upfirdn2d_op, _upfirdn2d_body, (x, f), x, f, upx, upy, downx, downy, px0,
-                   px1, py0, py1, bool(flip_filter), float(gain), backend or "")
+                   px1, py0, py1, bool(flip_filter), float(gain), backend or "",
+                   autograd=_upfirdn2d_autograd)
 
 
 def filter2d(x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0,

@@ -1,15 +1,19 @@
-"""The eager shortcut past the custom-op dispatcher (facegen_rt.ops._dispatch).
+"""The eager shortcuts past the custom-op dispatcher (facegen_rt.ops._dispatch).
 
-Plain eager calls run an op's body directly; everything else goes through the
-torch.library op. Both routes must give identical results, and the shortcut must
+Plain eager calls run an op's body directly, or under autograd an autograd.Function
+with the op's own formulas; everything else goes through the torch.library op. Both routes must give identical results, and the shortcut must
 step aside whenever the dispatcher has work to do.
 """
+
+import contextlib
 
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.overrides import TorchFunctionMode
 
-from facegen_rt.ops import masked_cross_attention, shared_self_attention, spade_norm
+from facegen_rt.ops import (bias_act, masked_cross_attention, modulated_conv2d,
+                            setup_filter, shared_self_attention, spade_norm, upfirdn2d)
 from facegen_rt.ops._dispatch import direct_call_allowed
 
 
@@ -38,17 +42,74 @@ OPS = {
 }
 
 
+class _PassThrough(TorchFunctionMode):
+    """A function mode that changes nothing: it only makes calls take the op route."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_direct_route_equals_dispatched_op(name):
     public, make = OPS[name]
     args, kw = make()
     assert direct_call_allowed(*args)
     direct = public(*args, **kw)
-    # A Parameter is a tensor subclass: the call goes through the op, to the same
-    # backend (chosen automatically: the C++ kernel where it is built).
-    param_args = (torch.nn.Parameter(args[0], requires_grad=False),) + tuple(args[1:])
-    assert not direct_call_allowed(*param_args)
-    assert torch.equal(public(*param_args, **kw), direct)
+    # Through the op, to the same backend (chosen automatically: the C++ kernel where
+    # it is built).
+    with _PassThrough():
+        assert not direct_call_allowed(*args)
+        routed = public(*args, **kw)
+    assert torch.equal(routed, direct)
+    # Parameters dispatch as plain tensors do (no __torch_function__ of their own).
+    assert direct_call_allowed(torch.nn.Parameter(args[0], requires_grad=False), *args[1:])
+
+
+def _modconv_args():
+    x = torch.randn(2, 4, 7, 7)
+    weight = torch.nn.Parameter(torch.randn(3, 4, 3, 3))
+    styles = torch.randn(2, 4) + 1
+    noise = torch.randn(2, 1, 14, 14)
+    kw = dict(up=2, padding=1, resample_filter=setup_filter([1, 3, 3, 1]), fused_modconv=False)
+    return (x, weight, styles, noise), kw
+
+
+def _bias_act_args():
+    return (torch.randn(2, 5, 6), torch.randn(5)), dict(act="lrelu", clamp=1.0)
+
+
+def _upfirdn_args():
+    return (torch.randn(2, 3, 7, 6),), dict(f=setup_filter([1, 3, 3, 1]), up=2, padding=2)
+
+
+DIFFERENTIABLE = {
+    "modulated_conv2d": (modulated_conv2d, _modconv_args),
+    "bias_act": (bias_act, _bias_act_args),
+    "upfirdn2d": (upfirdn2d, _upfirdn_args),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIFFERENTIABLE))
+def test_eager_autograd_route_equals_dispatched_op(name):
+    """Under autograd, eager calls run an autograd.Function with the op's own formulas;
+    values and gradients must equal those of the custom op's autograd node."""
+    public, make = DIFFERENTIABLE[name]
+    args, kw = make()
+
+    def run(route_through_op):
+        leaves = [a.detach().requires_grad_() for a in args]
+        with _PassThrough() if route_through_op else contextlib.nullcontext():
+            out = public(*leaves, **kw)
+        node = type(out.grad_fn).__name__
+        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
+        return out.detach(), grads, node
+
+    out, grads, node = run(False)
+    out_op, grads_op, node_op = run(True)
+    assert node == f"{name}Backward" and node_op != node
+    assert torch.equal(out, out_op)
+    for g, g_op in zip(grads, grads_op):
+        assert torch.equal(g, g_op)
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
