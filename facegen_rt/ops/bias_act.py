@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like
-from ._dispatch import call_op, eager_autograd, cpu_backward_applies
+from ._dispatch import call_op, cpu_backward_applies, eager_autograd
 from ._native import compiled, cpu_kernel_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "bias_act"
@@ -175,7 +175,8 @@ def _reference_backward(ctx, grad, x, b, dim, act, alpha, gain, clamp):
     return dx, db, None, None, None, None, None, None
 
 
-_bias_act_autograd = eager_autograd(_bias_act_op, _bias_act_body, _backward, _setup_context)
+_bias_act_autograd = eager_autograd(OP, _bias_act_op, _bias_act_body, _backward,
+                                    _setup_context)
 
 
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1,

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import FLOAT_DTYPES, check_finite, check_like, check_tensor
-from ._dispatch import call_op, eager_autograd, cpu_backward_applies
+from ._dispatch import call_op, cpu_backward_applies, eager_autograd
 from ._native import compiled, cpu_kernel_unavailable, triton_device_refusals, triton_unavailable
 from .upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d_reference
 
@@ -320,7 +320,8 @@ def _reference_backward(ctx, grad, x, weight, styles, noise, f):
     return tuple(grads)
 
 
-_modulated_conv2d_autograd = eager_autograd(_modulated_conv2d_op, _modulated_conv2d_body, _backward, _setup_context)
+_modulated_conv2d_autograd = eager_autograd(OP, _modulated_conv2d_op, _modulated_conv2d_body,
+                                            _backward, _setup_context)
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,

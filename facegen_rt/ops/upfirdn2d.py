@@ -239,14 +239,15 @@ def _backward(ctx, grad):
     fw, fh = filter_size(f)
     p = (fw - px0 - 1, iw * upx - ow * downx + px0 - upx + 1,
          fh - py0 - 1, ih * upy - oh * downy + py0 - upy + 1)
-    # Through the op while a graph of the backward is recorded (double backward),
-    # straight to the body otherwise.
+    # Through the op's autograd while a graph of the backward is recorded (double
+    # backward), straight to the body otherwise.
     dx = call_op(_upfirdn2d_op, _upfirdn2d_body, (grad, f), grad, f, downx, downy, upx, upy, *p,
                  not flip_filter, gain, ctx.backend, autograd=_upfirdn2d_autograd)
     return (dx,) + (None,) * 12
 
 
-_upfirdn2d_autograd = eager_autograd(_upfirdn2d_op, _upfirdn2d_body, _backward, _setup_context)
+_upfirdn2d_autograd = eager_autograd(OP, _upfirdn2d_op, _upfirdn2d_body, _backward,
+                                     _setup_context)
 
 
 def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,

@@ -1,8 +1,9 @@
 """Keep freed memory in the process instead of handing it back to the kernel every step.
 
-A drag step allocates and frees the same few MB-sized activations over and over. glibc's defaults return them to the kernel: blocks above the mmap
-threshold are unmapped on free, and the top of the heap is trimmed once more than the
-trim threshold lies free there. The next step then touches fresh pages, one page fault
+A drag step allocates and frees the same few MB-sized activations over and over.
+glibc's defaults return them to the kernel: blocks above the mmap threshold are
+unmapped on free, and the top of the heap is trimmed once more than the trim threshold
+lies free there. The next step then touches fresh pages, one page fault
 per 4 KiB. Measured on the bundled 256^2 drag step (2 threads): ~6,000-7,600 faults a
 step, 40-42 ms; with the thresholds below, ~50-80 faults and 34-35 ms.
 

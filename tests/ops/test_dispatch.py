@@ -1,8 +1,9 @@
 """The eager shortcuts past the custom-op dispatcher (facegen_rt.ops._dispatch).
 
 Plain eager calls run an op's body directly, or under autograd an autograd.Function
-with the op's own formulas; everything else goes through the torch.library op. Both routes must give identical results, and the shortcut must
-step aside whenever the dispatcher has work to do.
+with the op's own formulas; everything else goes through the torch.library op. The
+routes must give identical results, and the shortcuts must step aside whenever the
+dispatcher has work to do.
 """
 
 import contextlib
