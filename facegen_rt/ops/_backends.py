@@ -28,8 +28,11 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
+from ._env import EnvVar
+
 BACKEND_ENV = "FACEGEN_BACKEND"
 BACKEND_NAMES = ("reference", "cpu", "triton")
+_BACKEND_VAR = EnvVar(BACKEND_ENV)
 
 
 class BackendUnavailable(RuntimeError):
@@ -71,6 +74,9 @@ class OpBackends:
     backends: Sequence[Backend]
     _warned: set = field(default_factory=set)
 
+    def __post_init__(self):
+        self._op_var = EnvVar(f"{BACKEND_ENV}_{self.op_name.upper()}")
+
     def names(self) -> list[str]:
         return [b.name for b in self.backends]
 
@@ -93,8 +99,7 @@ class OpBackends:
         """The backend forced by argument or environment, or None for automatic."""
         if explicit:
             return explicit
-        per_op = os.environ.get(f"{BACKEND_ENV}_{self.op_name.upper()}")
-        return per_op or os.environ.get(BACKEND_ENV) or None
+        return self._op_var.get() or _BACKEND_VAR.get() or None
 
     def select(self, explicit: Optional[str], device_type: str, *args) -> Backend:
         """Pick the backend for these inputs following the module's policy."""

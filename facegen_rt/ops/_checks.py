@@ -9,20 +9,22 @@ every input.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator, Optional, Sequence
 
 import torch
 
+from ._env import EnvVar
+
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 _nan_checks: Optional[bool] = None
+_NAN_VAR = EnvVar("FACEGEN_CHECK_NAN")
 
 
 def nan_checks_enabled() -> bool:
     """True when inputs are scanned for NaN/inf (``FACEGEN_CHECK_NAN=1`` or set_nan_checks)."""
     if _nan_checks is not None:
         return _nan_checks
-    return os.environ.get("FACEGEN_CHECK_NAN", "0") == "1"
+    return _NAN_VAR.get() == "1"
 
 
 def set_nan_checks(enabled: Optional[bool]) -> None:

@@ -130,6 +130,7 @@ def masked_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         raise TypeError(f"{OP}: mask is on {mask.device} but q is on {q.device}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    mask = mask.to(q.dtype)
+    if mask.dtype != q.dtype:  # .to() of the same dtype returns mask, at ~2 us a call
+        mask = mask.to(q.dtype)
     return call_op(_masked_cross_attention_op, _masked_cross_attention_body, (q, k, v, mask),
                    q, k, v, mask, float(scale), backend or "")
