@@ -147,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     busy = busy_warning(loadavg, cpus)
     if busy:
         log(f"warning: {busy}")
-    ceilings = Ceilings.measure(ceiling_cfg, log)
+    ceilings = Ceilings.measure(ceiling_cfg, log, dtypes)
     ctx = RunContext(quick=args.quick, dtypes=dtypes, timing=timing, ceilings=ceilings,
                      compile=compile_on, providers=providers, seed=args.seed, log=log,
                      case_filter=tuple(_csv(args.cases)) if args.cases else None)
