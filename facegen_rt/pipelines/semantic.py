@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -327,6 +328,12 @@ class SemanticPipeline:
         self.config = config.validate()
         self.device = torch.device(device)
         self.dtype = check_dtype(dtype)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            from facegen_rt.info import cpu_bf16_instructions
+
+            if not cpu_bf16_instructions():
+                warnings.warn("bfloat16 on a CPU without bf16 instructions runs far slower "
+                              "than float32 (see `facegen-rt info`)", stacklevel=2)
         self.backend = check_backend(backend, self.device)
         self.unet = unet.to(self.device, self.dtype).eval().requires_grad_(False)
         self.style_encoder = style_encoder.to(self.device, self.dtype).eval().requires_grad_(False)

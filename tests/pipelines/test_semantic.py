@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -212,3 +214,15 @@ def test_v_prediction_is_converted_to_eps():
     assert run(pipe_v).info["prediction"] == "v"
     with pytest.raises(ValueError, match="prediction"):
         SemanticPipeline.from_preset("tiny", prediction="x0")
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
+    import facegen_rt.info as info
+
+    for instructions in ([], ["avx512_bf16"]):
+        monkeypatch.setattr(info, "cpu_bf16_instructions", lambda: instructions)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            SemanticPipeline.from_preset("tiny", seed=0, dtype="bf16")
+        slow = [w for w in caught if "without bf16 instructions" in str(w.message)]
+        assert len(slow) == (0 if instructions else 1)
