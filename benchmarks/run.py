@@ -53,7 +53,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="tiny shapes, 1-2 reps, fp32, no torch.compile: a smoke test")
     p.add_argument("--dtypes", default=None,
                    help="comma-separated: fp32, bf16, fp64 (default fp32,bf16; --quick: fp32)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default benchmarks/results; with --quick "
+                        "benchmarks/results/quick, which git ignores, so a smoke run never "
+                        "replaces the committed tables)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="run the torch.compile providers (default: on, off with --quick)")
     p.add_argument("--cold-compile", action="store_true",
@@ -118,6 +121,11 @@ def _compile_caches(cold: bool) -> Optional[bool]:
     return bool(getattr(inductor_config, "fx_graph_cache", False))
 
 
+def results_dir(args: argparse.Namespace) -> Path:
+    """--out, else benchmarks/results, or benchmarks/results/quick for a --quick run."""
+    return args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.list:
@@ -170,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         started = utc_now()
         records = SUITES[name].fn(ctx)
         report = build_report(name, records, ceilings, dict(config), started, loadavg)
-        paths = write_results(args.out, report, op_formulas())
+        paths = write_results(results_dir(args), report, op_formulas())
         log(f"  wrote {', '.join(str(p) for p in paths)}")
         errors += sum(r.status.startswith("error") for r in records)
     if errors:

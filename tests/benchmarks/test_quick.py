@@ -168,3 +168,11 @@ def test_cross_attention_masks():
     nnz = (soft != 0).sum(-1)
     assert ((nnz == 2) | (nnz == 3)).all()
     torch.testing.assert_close(soft.sum(-1), torch.ones(1, 256))
+
+
+def test_quick_runs_leave_the_committed_tables_alone(tmp_path):
+    from benchmarks.run import DEFAULT_OUT, parse_args, results_dir
+
+    assert results_dir(parse_args(["--quick"])) == DEFAULT_OUT / "quick"
+    assert results_dir(parse_args([])) == DEFAULT_OUT
+    assert results_dir(parse_args(["--quick", "--out", str(tmp_path)])) == tmp_path
