@@ -21,6 +21,7 @@
 // which follows the reference in every case.
 
 #include "common.h"
+#include "vec16.h"
 
 #include <omp.h>
 
@@ -46,6 +47,7 @@
 namespace {
 
 using facegen::bf16_bits;
+using namespace facegen;  // vec16.h's f32x16 / i32x16, their operators and helpers
 
 constexpr const char* kOp = "masked_cross_attention";
 
@@ -58,65 +60,11 @@ constexpr double kLimit = 0.25 * double(FLT_MAX);
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The full path works on blocks of kBlock = 32 floats held in two f32x16: a GCC/Clang
-// vector type that is one zmm register with AVX-512 (two ymm with AVX2). Fixed-size
-// vector values stay in registers, where runtime-length loops over a scratch buffer
-// would chain every update through a store and a reload.
-// (Built for a CPU without AVX-512, GCC notes that passing such a type by value
-// would change the ABI; these helpers are all inlined, so no call ever does.)
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float f32x16 __attribute__((vector_size(64)));
+// The full path works on blocks of kBlock = 32 floats held in two f32x16 (vec16.h:
+// one zmm register with AVX-512, two ymm without). Fixed-size vector values stay in
+// registers, where runtime-length loops over a scratch buffer would chain every update
+// through a store and a reload.
 constexpr int64_t kBlock = 32;
-
-__attribute__((always_inline)) inline f32x16 load16(const float* p) {
-  f32x16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-__attribute__((always_inline)) inline void store16(float* p, f32x16 v) {
-  std::memcpy(p, &v, sizeof v);
-}
-
-// 16 elements of q as floats: a bfloat16 is the top half of a float32.
-__attribute__((always_inline)) inline f32x16 load16_f32(const float* p) { return load16(p); }
-
-__attribute__((always_inline)) inline f32x16 load16_f32(const bf16_bits* p) {
-  typedef uint16_t u16x16 __attribute__((vector_size(32)));
-  typedef uint32_t u32x16 __attribute__((vector_size(64)));
-  u16x16 h;
-  std::memcpy(&h, p, sizeof h);
-  const u32x16 w = __builtin_convertvector(h, u32x16) << 16;
-  f32x16 v;
-  std::memcpy(&v, &w, sizeof v);
-  return v;
-}
-
-// Sum of the 16 lanes as a tree of shuffles (halving four times): a short dependency
-// chain that stays in registers. (Taking the halves with memcpy makes GCC spill the
-// vector to the stack and reload it, a store-forwarding stall on every call.)
-__attribute__((always_inline)) inline float sum16(f32x16 v) {
-  typedef float f32x8 __attribute__((vector_size(32)));
-  typedef float f32x4 __attribute__((vector_size(16)));
-  const f32x8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                   __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const f32x4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) +
-                   __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
-  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
-}
-
-// Largest of the 16 lanes, as a tree like sum16 (NaN lanes are skipped).
-__attribute__((always_inline)) inline float max16(f32x16 v) {
-  typedef float f32x8 __attribute__((vector_size(32)));
-  typedef float f32x4 __attribute__((vector_size(16)));
-  const f32x8 lo8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
-  const f32x8 hi8 = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const f32x8 m8 = hi8 > lo8 ? hi8 : lo8;
-  const f32x4 lo4 = __builtin_shufflevector(m8, m8, 0, 1, 2, 3);
-  const f32x4 hi4 = __builtin_shufflevector(m8, m8, 4, 5, 6, 7);
-  const f32x4 m4 = hi4 > lo4 ? hi4 : lo4;
-  return std::max(std::max(m4[0], m4[1]), std::max(m4[2], m4[3]));
-}
 
 // q . k over d values (kD: d when it is a compile-time multiple of 16, else 0).
 template <int64_t kD, typename T>
@@ -316,15 +264,6 @@ float l1_norm(const T* x, int64_t n) {
   return sum;
 }
 
-__attribute__((always_inline)) inline f32x16 abs16(f32x16 v) {
-  typedef uint32_t u32x16 __attribute__((vector_size(64)));
-  u32x16 bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  bits &= 0x7FFFFFFFu;
-  std::memcpy(&v, &bits, sizeof v);
-  return v;
-}
-
 // Running sum of |q| over several rows, in vector lanes (no horizontal sum per row).
 struct AbsSum {
   f32x16 lanes = {};
@@ -368,19 +307,6 @@ inline bool shortcut_row(const T* q, const RowPlan& p, const HeadTables<T>& t, i
   return true;
 }
 
-typedef int32_t i32x16 __attribute__((vector_size(64)));
-
-// True when some lane of a comparison result (lanes 0 or -1) is set.
-__attribute__((always_inline)) inline bool any16(i32x16 m) {
-  typedef int32_t i32x8 __attribute__((vector_size(32)));
-  typedef int32_t i32x4 __attribute__((vector_size(16)));
-  const i32x8 m8 = __builtin_shufflevector(m, m, 0, 1, 2, 3, 4, 5, 6, 7) |
-                   __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15);
-  const i32x4 m4 = __builtin_shufflevector(m8, m8, 0, 1, 2, 3) |
-                   __builtin_shufflevector(m8, m8, 4, 5, 6, 7);
-  return (m4[0] | m4[1] | m4[2] | m4[3]) != 0;
-}
-
 // Sixteen rows of one head whose mask rows are all one-hot (OneHotRows below): the
 // shortcut_row of each, with the sixteen dot products computed side by side. Each
 // row's q * k products are summed to one lane by a transposing tree of shuffles
@@ -413,29 +339,12 @@ inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
     }
     prod[j] = acc;
   }
-  // Merge pairs: lanes [x's slot halves summed | y's slot halves summed] per slot of
-  // 2w lanes, for w = 8, 4, 2, 1.
-  auto merge8 = [](f32x16 x, f32x16 y) {
-    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-           __builtin_shufflevector(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  };
-  auto merge4 = [](f32x16 x, f32x16 y) {
-    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
-           __builtin_shufflevector(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-  };
-  auto merge2 = [](f32x16 x, f32x16 y) {
-    return __builtin_shufflevector(x, y, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
-           __builtin_shufflevector(x, y, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-  };
-  auto merge1 = [](f32x16 x, f32x16 y) {
-    return __builtin_shufflevector(x, y, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
-           __builtin_shufflevector(x, y, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-  };
+  // Merge pairs (vec16.h's pair sums), for w = 8, 4, 2, 1.
   f32x16 m8[8], m4[4], m2[2];
-  for (int i = 0; i < 8; ++i) m8[i] = merge8(prod[2 * i], prod[2 * i + 1]);
-  for (int i = 0; i < 4; ++i) m4[i] = merge4(m8[2 * i], m8[2 * i + 1]);
-  for (int i = 0; i < 2; ++i) m2[i] = merge2(m4[2 * i], m4[2 * i + 1]);
-  const f32x16 dots = merge1(m2[0], m2[1]);
+  for (int i = 0; i < 8; ++i) m8[i] = pair_sum8(prod[2 * i], prod[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) m4[i] = pair_sum4(m8[2 * i], m8[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) m2[i] = pair_sum2(m4[2 * i], m4[2 * i + 1]);
+  const f32x16 dots = pair_sum1(m2[0], m2[1]);
   const f32x16 s = (dots * scale) * load16(val);
   // A row needs more than the copy when its logit is 0 (the zero rule masks it too)
   // or not finite (s - s is NaN exactly then).
@@ -558,7 +467,7 @@ void full_row(const T* q, const float* mf, const HeadTables<T>& t, int64_t bh, f
   f32x16 top = load16(logits);
   for (int64_t j = 16; j < Rp; j += 16) {
     const f32x16 s = load16(logits + j);
-    top = s > top ? s : top;
+    top = select16(s > top, s, top);
   }
   const float mx = max16(top);
   for (int64_t j0 = 0; j0 < Rp; j0 += kBlock) {
