@@ -1,5 +1,6 @@
-// f32x16 and i32x16: sixteen float / int32 lanes, and the operations on them that the
-// masked cross-attention kernels use.
+// Fixed-width vector types for the CPU kernels: f32x8 / i32x8 (eight lanes, one ymm or
+// two xmm registers), and f32x16 / i32x16 (sixteen lanes) with the operations on them
+// that the masked cross-attention kernels use.
 //
 // With AVX-512 they are GCC vector types, one zmm register each. Without it they are
 // pairs of 8-lane vector types. GCC 12 keeps a 64-byte vector type that no register
@@ -28,6 +29,12 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 
 #define FACEGEN_INLINE __attribute__((always_inline)) inline
+
+FACEGEN_INLINE f32x8 load8(const float* p) {
+  f32x8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 
 #if defined(__AVX512F__)
 

@@ -34,6 +34,7 @@
 // sequential (it does not nest parallelism; checked: no extra threads appear).
 
 #include "common.h"
+#include "vec16.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
@@ -245,14 +246,9 @@ inline float exp_row(const float* s, int64_t n, float c, float m, P* p, float* x
 // is missing). Written out by hand: GCC left the `omp simd` loop with two reductions
 // scalar in some of its inlined copies, and a scalar score loop took 45 % of the op
 // on an AVX2 CPU.
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-
-inline f32x8 load8(const float* p) {
-  f32x8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+using facegen::f32x8;
+using facegen::i32x8;
+using facegen::load8;
 
 // 2^x as exp2_avx512<5> computes it: n = round(x), 2^(x - n) from exp's Taylor
 // polynomial (x - n is exact and |(x - n) ln2| <= 0.35: ~1e-7 relative), 2^n from
