@@ -2,11 +2,11 @@
 // two xmm registers), and f32x16 / i32x16 (sixteen lanes) with the operations on them
 // that the masked cross-attention kernels use.
 //
-// With AVX-512 they are GCC vector types, one zmm register each. Without it they are
-// pairs of 8-lane vector types. GCC 12 keeps a 64-byte vector type that no register
-// holds on the stack: a 16-lane axpy compiled to sixteen scalar stores per broadcast
-// and a stack round trip per update on an AVX2 CPU. A struct of two 32-byte members
-// stays in two ymm registers. Both forms compute the same lanes in the same order.
+// With AVX-512 the sixteen-lane types are GCC vector types, one zmm register each.
+// Without it no register holds 64 bytes, and GCC 12 then keeps such a type on the
+// stack: on an AVX2 CPU a 16-lane axpy compiled to sixteen scalar stores per broadcast
+// and a stack round trip per update. So there they are structs of two 8-lane vectors,
+// which stay in two ymm registers. Both forms compute the same lanes in the same order.
 #pragma once
 
 #include <algorithm>
