@@ -71,8 +71,10 @@ inline float exp_split(float x, float& r) {
   return n;
 }
 
-inline float exp_poly(float r) {
-  float p = 1.0f / 5040.0f;
+// V: float, or a GCC vector of floats (V{} + c broadcasts the constant).
+template <typename V>
+inline V exp_poly(V r) {
+  V p = V{} + 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;

@@ -260,14 +260,7 @@ inline f32x8 exp2_x8(f32x8 x) {
   xc = xc > 127.0f ? zero + 127.0f : xc;
   const f32x8 n = (xc + 12582912.0f) - 12582912.0f;  // + 1.5 * 2^23 rounds to an integer
   const f32x8 r = (xc - n) * 0.693147180559945309f;
-  f32x8 p = zero + 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const f32x8 p = facegen::exp_poly(r);
   const i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
   const f32x8 y = p * (f32x8)bits;  // a vector cast reinterprets the bits
   return x != x ? x : y;
