@@ -36,6 +36,34 @@ FACEGEN_INLINE f32x8 load8(const float* p) {
   return v;
 }
 
+FACEGEN_INLINE f32x8 abs8(f32x8 v) { return (f32x8)((u32x8)v & 0x7FFFFFFFu); }
+
+FACEGEN_INLINE f32x8 load8_f32(const float* p) { return load8(p); }
+
+// 8 bfloat16 values as floats: a bfloat16 is the top half of a float32.
+FACEGEN_INLINE f32x8 load8_f32(const bf16_bits* p) {
+  u16x8 h;
+  std::memcpy(&h, p, sizeof h);
+  return (f32x8)(__builtin_convertvector(h, u32x8) << 16);
+}
+
+// The pair sums of a transposing reduction tree over 8-lane vectors: per slot of 2w
+// lanes, [x's two w-lane halves summed | y's two halves summed], for w = 4, 2, 1.
+// Three levels (7 merges) leave the sums of 8 vectors in the lanes of one, vector
+// bitrev3(j) in lane j.
+FACEGEN_INLINE f32x8 pair_sum4(f32x8 x, f32x8 y) {
+  return __builtin_shufflevector(x, y, 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(x, y, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+FACEGEN_INLINE f32x8 pair_sum2(f32x8 x, f32x8 y) {
+  return __builtin_shufflevector(x, y, 0, 1, 8, 9, 4, 5, 12, 13) +
+         __builtin_shufflevector(x, y, 2, 3, 10, 11, 6, 7, 14, 15);
+}
+FACEGEN_INLINE f32x8 pair_sum1(f32x8 x, f32x8 y) {
+  return __builtin_shufflevector(x, y, 0, 8, 2, 10, 4, 12, 6, 14) +
+         __builtin_shufflevector(x, y, 1, 9, 3, 11, 5, 13, 7, 15);
+}
+
 #if defined(__AVX512F__)
 
 typedef float f32x16 __attribute__((vector_size(64)));
@@ -73,7 +101,7 @@ FACEGEN_INLINE f32x16 load16_f32(const bf16_bits* p) {
   return (f32x16)(__builtin_convertvector(h, u32x16) << 16);
 }
 
-// Pair sums of the transposing reduction tree (see onehot_rows16): per slot of 2w
+// Pair sums of the transposing reduction tree (see onehot_dots16): per slot of 2w
 // lanes, [x's two w-lane halves summed | y's two halves summed], for w = 8, 4, 2, 1.
 FACEGEN_INLINE f32x16 pair_sum8(f32x16 x, f32x16 y) {
   return __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
@@ -137,43 +165,25 @@ FACEGEN_INLINE f32x16 select16(i32x16 m, f32x16 a, f32x16 b) {
   return {m.lo ? a.lo : b.lo, m.hi ? a.hi : b.hi};
 }
 
-FACEGEN_INLINE f32x16 abs16(f32x16 v) {
-  return {(f32x8)((u32x8)v.lo & 0x7FFFFFFFu), (f32x8)((u32x8)v.hi & 0x7FFFFFFFu)};
-}
+FACEGEN_INLINE f32x16 abs16(f32x16 v) { return {abs8(v.lo), abs8(v.hi)}; }
 
 // 16 bfloat16 values as floats: a bfloat16 is the top half of a float32.
 FACEGEN_INLINE f32x16 load16_f32(const bf16_bits* p) {
-  u16x8 a, b;
-  std::memcpy(&a, p, sizeof a);
-  std::memcpy(&b, p + 8, sizeof b);
-  return {(f32x8)(__builtin_convertvector(a, u32x8) << 16),
-          (f32x8)(__builtin_convertvector(b, u32x8) << 16)};
+  return {load8_f32(p), load8_f32(p + 8)};
 }
 
-// Pair sums of the transposing reduction tree (see onehot_rows16): per slot of 2w
+// Pair sums of the transposing reduction tree (see onehot_dots16): per slot of 2w
 // lanes, [x's two w-lane halves summed | y's two halves summed], for w = 8, 4, 2, 1.
 // Below w = 8 every slot lies within one 8-lane half, so the halves are merged apart.
 FACEGEN_INLINE f32x16 pair_sum8(f32x16 x, f32x16 y) { return {x.lo + x.hi, y.lo + y.hi}; }
 FACEGEN_INLINE f32x16 pair_sum4(f32x16 x, f32x16 y) {
-  auto half = [](f32x8 a, f32x8 b) {
-    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11) +
-           __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
-  };
-  return {half(x.lo, y.lo), half(x.hi, y.hi)};
+  return {pair_sum4(x.lo, y.lo), pair_sum4(x.hi, y.hi)};
 }
 FACEGEN_INLINE f32x16 pair_sum2(f32x16 x, f32x16 y) {
-  auto half = [](f32x8 a, f32x8 b) {
-    return __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13) +
-           __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15);
-  };
-  return {half(x.lo, y.lo), half(x.hi, y.hi)};
+  return {pair_sum2(x.lo, y.lo), pair_sum2(x.hi, y.hi)};
 }
 FACEGEN_INLINE f32x16 pair_sum1(f32x16 x, f32x16 y) {
-  auto half = [](f32x8 a, f32x8 b) {
-    return __builtin_shufflevector(a, b, 0, 8, 2, 10, 4, 12, 6, 14) +
-           __builtin_shufflevector(a, b, 1, 9, 3, 11, 5, 13, 7, 15);
-  };
-  return {half(x.lo, y.lo), half(x.hi, y.hi)};
+  return {pair_sum1(x.lo, y.lo), pair_sum1(x.hi, y.hi)};
 }
 
 #endif

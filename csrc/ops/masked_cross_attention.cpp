@@ -102,6 +102,19 @@ inline uint64_t nonzero_bits(const float* m, int64_t R) {
     const __m512i x = _mm512_maskz_loadu_epi32(lanes, m + j0);
     bits |= uint64_t(_mm512_test_epi32_mask(x, magnitude)) << j0;
   }
+#elif defined(__AVX2__)
+  // Eight entries per step (a scalar test per entry cost more than the rest of the
+  // row's plan). The masked load reads nothing past the row's end; its masked-off lanes
+  // read as 0, so their bits stay clear.
+  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t j0 = 0; j0 < R; j0 += 8) {
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(R - j0)), lane);
+    const __m256i x = _mm256_and_si256(
+        _mm256_maskload_epi32(reinterpret_cast<const int*>(m + j0), lanes), magnitude);
+    const __m256i zero = _mm256_cmpeq_epi32(x, _mm256_setzero_si256());
+    bits |= uint64_t(~_mm256_movemask_ps(_mm256_castsi256_ps(zero)) & 0xFF) << j0;
+  }
 #else
   for (int64_t j = 0; j < R; ++j) {
     uint32_t u;
@@ -307,25 +320,18 @@ inline bool shortcut_row(const T* q, const RowPlan& p, const HeadTables<T>& t, i
   return true;
 }
 
-// Sixteen rows of one head whose mask rows are all one-hot (OneHotRows below): the
-// shortcut_row of each, with the sixteen dot products computed side by side. Each
-// row's q * k products are summed to one lane by a transposing tree of shuffles
-// (four levels, 15 pair merges for 16 rows, where sixteen separate horizontal sums
-// would cost four shuffles and adds each). The merge order leaves row bitrev(j) in
-// lane j, so the rows are taken in bit-reversed order and come out in order.
-// Returns false, having written nothing, when some row needs more than a copy of
-// v[r] (a logit that is exactly 0 or not finite); the caller then runs shortcut_row
-// on each row. Adds sum|q| of the rows to abs_sum when it succeeds.
+// q[r] . k[idx[r]] for sixteen rows r of one head (q: the first row; k: the head's
+// float32 k), row r in lane r. Each row's products are summed to one lane by a
+// transposing tree of pair sums (vec16.h), 15 merges for 16 rows where sixteen separate
+// horizontal sums would cost four shuffles and adds each. The merge order leaves row
+// bitrev(j) in lane j, so the rows are taken in bit-reversed order and come out in
+// order. Adds |q| of the rows, lane-wise, to abs_q.
 template <int64_t kD, typename T>
-inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
-                          const HeadTables<T>& t, int64_t bh, const T* v, float scale, T* out,
-                          AbsSum& abs_sum) {
-  static_assert(kD % 16 == 0 && kD > 0, "sixteen-lane chunks of a row");
+__attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int32_t* idx,
+                                                           const float* k, f32x16& abs_q) {
+#if defined(__AVX512F__)
   constexpr int kBitrev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
-  if (any16(load16(val) == 0.0f)) return false;  // a row that is not one-hot
-  const float* k = t.k + bh * t.R * kD;
   f32x16 prod[16];
-  f32x16 abs_q = {};
 #pragma GCC unroll 16
   for (int j = 0; j < 16; ++j) {
     const int r = kBitrev[j];
@@ -339,12 +345,53 @@ inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
     }
     prod[j] = acc;
   }
-  // Merge pairs (vec16.h's pair sums), for w = 8, 4, 2, 1.
   f32x16 m8[8], m4[4], m2[2];
   for (int i = 0; i < 8; ++i) m8[i] = pair_sum8(prod[2 * i], prod[2 * i + 1]);
   for (int i = 0; i < 4; ++i) m4[i] = pair_sum4(m8[2 * i], m8[2 * i + 1]);
   for (int i = 0; i < 2; ++i) m2[i] = pair_sum2(m4[2 * i], m4[2 * i + 1]);
-  const f32x16 dots = pair_sum1(m2[0], m2[1]);
+  return pair_sum1(m2[0], m2[1]);
+#else
+  // Sixteen 16-lane products would need 32 of the 16 ymm registers and spill; two
+  // trees of eight 8-lane rows fit.
+  auto eight_rows = [&](const T* q8, const int32_t* idx8, f32x8& abs8_q) {
+    constexpr int kBitrev8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+    f32x8 prod[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const int r = kBitrev8[j];
+      const T* qr = q8 + r * kD;
+      const float* kr = k + int64_t(idx8[r]) * kD;
+      f32x8 acc = {};
+      for (int64_t i = 0; i < kD; i += 8) {
+        const f32x8 qv = load8_f32(qr + i);
+        acc += qv * load8(kr + i);
+        abs8_q += abs8(qv);
+      }
+      prod[j] = acc;
+    }
+    f32x8 m4[4], m2[2];
+    for (int i = 0; i < 4; ++i) m4[i] = pair_sum4(prod[2 * i], prod[2 * i + 1]);
+    for (int i = 0; i < 2; ++i) m2[i] = pair_sum2(m4[2 * i], m4[2 * i + 1]);
+    return pair_sum1(m2[0], m2[1]);
+  };
+  const f32x8 lo = eight_rows(q, idx, abs_q.lo);
+  return {lo, eight_rows(q + 8 * kD, idx + 8, abs_q.hi)};
+#endif
+}
+
+// Sixteen rows of one head whose mask rows are all one-hot (OneHotRows below): the
+// shortcut_row of each, with the sixteen dot products computed side by side.
+// Returns false, having written nothing, when some row needs more than a copy of
+// v[r] (a logit that is exactly 0 or not finite); the caller then runs shortcut_row
+// on each row. Adds sum|q| of the rows to abs_sum when it succeeds.
+template <int64_t kD, typename T>
+inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
+                          const HeadTables<T>& t, int64_t bh, const T* v, float scale, T* out,
+                          AbsSum& abs_sum) {
+  static_assert(kD % 16 == 0 && kD > 0, "sixteen-lane chunks of a row");
+  if (any16(load16(val) == 0.0f)) return false;  // a row that is not one-hot
+  f32x16 abs_q = {};
+  const f32x16 dots = onehot_dots16<kD>(q, idx, t.k + bh * t.R * kD, abs_q);
   const f32x16 s = (dots * scale) * load16(val);
   // A row needs more than the copy when its logit is 0 (the zero rule masks it too)
   // or not finite (s - s is NaN exactly then).

@@ -122,3 +122,22 @@ def test_cpu_follows_the_reference_on_special_rows(d, kind):
     out = masked_cross_attention(q, k, v, mask, backend="cpu")
     assert out.isnan().any() and ref.isnan().any()
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("r", [1, 8, 9, 19, 64, 65])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_cpu_reads_mask_rows_of_any_length(r, dtype):
+    """The kernel finds each row's nonzero mask entries eight or sixteen at a time for
+    R <= 64 and one by one above: every length, a region in the last slot, and -0.0
+    entries (zero, as the reference's logits * mask makes them) must plan the same."""
+    skip_unless_available("cpu")
+    dtype = DTYPES[dtype]
+    q, k, v = cast(dtype, torch.randn(B, H, L, 32), *torch.randn(2, B, H, r, 32))
+    mask = make_mask("onehot", r=r)
+    mask[:, ::3] = 0
+    mask[:, ::3, r - 1] = 1  # the last region
+    mask[mask == 0] = -0.0
+    mask = mask.to(dtype)
+    ref64 = masked_cross_attention_reference(*to64(q, k, v, mask), 32 ** -0.5)
+    ref_lowp = masked_cross_attention_reference(q, k, v, mask, 32 ** -0.5)
+    assert_parity(masked_cross_attention(q, k, v, mask, backend="cpu"), ref64, ref_lowp, dtype)
