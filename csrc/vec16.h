@@ -38,6 +38,9 @@ FACEGEN_INLINE f32x8 load8(const float* p) {
 
 FACEGEN_INLINE f32x8 abs8(f32x8 v) { return (f32x8)((u32x8)v & 0x7FFFFFFFu); }
 
+// Lane-wise max (one vmaxps; a NaN in a is dropped, a NaN in b is kept).
+FACEGEN_INLINE f32x8 lanemax8(f32x8 a, f32x8 b) { return a > b ? a : b; }
+
 FACEGEN_INLINE f32x8 load8_f32(const float* p) { return load8(p); }
 
 // 8 bfloat16 values as floats: a bfloat16 is the top half of a float32.
@@ -86,6 +89,7 @@ FACEGEN_INLINE i32x8 hi8(i32x16 v) {
   return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 FACEGEN_INLINE f32x16 select16(i32x16 m, f32x16 a, f32x16 b) { return m ? a : b; }
+FACEGEN_INLINE f32x16 lanemax16(f32x16 a, f32x16 b) { return a > b ? a : b; }
 
 FACEGEN_INLINE f32x16 abs16(f32x16 v) {
   typedef uint32_t u32x16 __attribute__((vector_size(64)));
@@ -160,9 +164,14 @@ FACEGEN_INLINE f32x16& operator+=(f32x16& a, f32x16 b) {
 FACEGEN_INLINE i32x16 operator==(f32x16 a, float b) { return {a.lo == b, a.hi == b}; }
 FACEGEN_INLINE i32x16 operator!=(f32x16 a, float b) { return {a.lo != b, a.hi != b}; }
 FACEGEN_INLINE i32x16 operator>(f32x16 a, f32x16 b) { return {a.lo > b.lo, a.hi > b.hi}; }
+FACEGEN_INLINE i32x16 operator>(f32x16 a, float b) { return {a.lo > b, a.hi > b}; }
 FACEGEN_INLINE i32x16 operator|(i32x16 a, i32x16 b) { return {a.lo | b.lo, a.hi | b.hi}; }
 FACEGEN_INLINE f32x16 select16(i32x16 m, f32x16 a, f32x16 b) {
   return {m.lo ? a.lo : b.lo, m.hi ? a.hi : b.hi};
+}
+
+FACEGEN_INLINE f32x16 lanemax16(f32x16 a, f32x16 b) {
+  return {lanemax8(a.lo, b.lo), lanemax8(a.hi, b.hi)};
 }
 
 FACEGEN_INLINE f32x16 abs16(f32x16 v) { return {abs8(v.lo), abs8(v.hi)}; }

@@ -325,10 +325,10 @@ inline bool shortcut_row(const T* q, const RowPlan& p, const HeadTables<T>& t, i
 // transposing tree of pair sums (vec16.h), 15 merges for 16 rows where sixteen separate
 // horizontal sums would cost four shuffles and adds each. The merge order leaves row
 // bitrev(j) in lane j, so the rows are taken in bit-reversed order and come out in
-// order. Adds |q| of the rows, lane-wise, to abs_q.
+// order. Raises max_q, lane-wise, to the largest |q| of the rows.
 template <int64_t kD, typename T>
 __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int32_t* idx,
-                                                           const float* k, f32x16& abs_q) {
+                                                           const float* k, f32x16& max_q) {
 #if defined(__AVX512F__)
   constexpr int kBitrev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
   f32x16 prod[16];
@@ -337,12 +337,13 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
     const int r = kBitrev[j];
     const T* qr = q + r * kD;
     const float* kr = k + int64_t(idx[r]) * kD;
-    f32x16 acc = {};
+    f32x16 acc = {}, row_max = {};
     for (int64_t i = 0; i < kD; i += 16) {
       const f32x16 qv = load16_f32(qr + i);
       acc += qv * load16(kr + i);
-      abs_q += abs16(qv);
+      row_max = lanemax16(abs16(qv), row_max);
     }
+    max_q = lanemax16(row_max, max_q);
     prod[j] = acc;
   }
   f32x16 m8[8], m4[4], m2[2];
@@ -353,7 +354,7 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
 #else
   // Sixteen 16-lane products would need 32 of the 16 ymm registers and spill; two
   // trees of eight 8-lane rows fit.
-  auto eight_rows = [&](const T* q8, const int32_t* idx8, f32x8& abs8_q) {
+  auto eight_rows = [&](const T* q8, const int32_t* idx8, f32x8& max8_q) {
     constexpr int kBitrev8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
     f32x8 prod[8];
 #pragma GCC unroll 8
@@ -361,12 +362,13 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
       const int r = kBitrev8[j];
       const T* qr = q8 + r * kD;
       const float* kr = k + int64_t(idx8[r]) * kD;
-      f32x8 acc = {};
+      f32x8 acc = {}, row_max = {};
       for (int64_t i = 0; i < kD; i += 8) {
         const f32x8 qv = load8_f32(qr + i);
         acc += qv * load8(kr + i);
-        abs8_q += abs8(qv);
+        row_max = lanemax8(abs8(qv), row_max);
       }
+      max8_q = lanemax8(row_max, max8_q);
       prod[j] = acc;
     }
     f32x8 m4[4], m2[2];
@@ -374,29 +376,36 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
     for (int i = 0; i < 2; ++i) m2[i] = pair_sum2(m4[2 * i], m4[2 * i + 1]);
     return pair_sum1(m2[0], m2[1]);
   };
-  const f32x8 lo = eight_rows(q, idx, abs_q.lo);
-  return {lo, eight_rows(q + 8 * kD, idx + 8, abs_q.hi)};
+  const f32x8 lo = eight_rows(q, idx, max_q.lo);
+  return {lo, eight_rows(q + 8 * kD, idx + 8, max_q.hi)};
 #endif
 }
 
 // Sixteen rows of one head whose mask rows are all one-hot (OneHotRows below): the
 // shortcut_row of each, with the sixteen dot products computed side by side.
 // Returns false, having written nothing, when some row needs more than a copy of
-// v[r] (a logit that is exactly 0 or not finite); the caller then runs shortcut_row
-// on each row. Adds sum|q| of the rows to abs_sum when it succeeds.
+// v[r] (a logit that is exactly 0 or not finite), or when the rows' largest |q| times
+// group_bound (d * max|k| * |scale|) does not prove every logit of the rows bounded
+// (see kLimit); the caller then runs shortcut_row on each row.
+//
+// The bound is checked here, before the copies, rather than summed for a later check:
+// a quantity used only after the branch is computed after it, and GCC then kept all
+// sixteen rows of q on the stack across the branch (64 spills and reloads a group).
 template <int64_t kD, typename T>
 inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
-                          const HeadTables<T>& t, int64_t bh, const T* v, float scale, T* out,
-                          AbsSum& abs_sum) {
+                          const HeadTables<T>& t, int64_t bh, const T* v, float scale,
+                          float group_bound, T* out) {
   static_assert(kD % 16 == 0 && kD > 0, "sixteen-lane chunks of a row");
   if (any16(load16(val) == 0.0f)) return false;  // a row that is not one-hot
-  f32x16 abs_q = {};
-  const f32x16 dots = onehot_dots16<kD>(q, idx, t.k + bh * t.R * kD, abs_q);
+  f32x16 max_q = {};
+  const f32x16 dots = onehot_dots16<kD>(q, idx, t.k + bh * t.R * kD, max_q);
   const f32x16 s = (dots * scale) * load16(val);
   // A row needs more than the copy when its logit is 0 (the zero rule masks it too)
-  // or not finite (s - s is NaN exactly then).
-  if (any16((s == 0.0f) | ((s - s) != 0.0f))) return false;
-  abs_sum.lanes += abs_q;
+  // or not finite (s - s is NaN exactly then). max_q holds no NaN (lanemax drops
+  // them; a NaN in q makes its row's logit NaN anyway).
+  if (any16((s == 0.0f) | ((s - s) != 0.0f) | (max_q * group_bound > float(kLimit)))) {
+    return false;
+  }
 #pragma GCC unroll 16
   for (int r = 0; r < 16; ++r) copy_row(out + r * kD, v + (bh * t.R + idx[r]) * kD, kD);
   return true;
@@ -552,93 +561,102 @@ void full_row(const T* q, const float* mf, const HeadTables<T>& t, int64_t bh, f
   }
 }
 
-// One work item: rows [l0, l0 + rows) of image b, all heads. plans: the plans of
-// those rows. Without the softmax tables (no row of the whole call has two or more
-// nonzero mask entries), a head whose shortcut rows cannot all be taken is marked in
-// redo[h] and left for redo_rows. scratch: d + 2 * Rp floats; mask_rows: rows * Rp.
+// What every head needs of rows [l0, l0 + rows) of image b (plans: their plans): the
+// mask rows of the full path, widened, into mask_rows (rows * Rp floats); and the
+// one-hot entries as arrays, for onehot_rows16. Returns how many leading rows come in
+// whole groups of sixteen (0 when the head size is not a multiple of 16, which the
+// group path needs).
 template <int64_t kD, typename T>
-void attention_rows(const T* q, const T* v, const T* mask, T* out, const HeadTables<T>& t,
-                    int64_t b, int64_t H, int64_t L, int64_t l0, int64_t rows,
-                    const RowPlan* plans, float scale, float* scratch, float* mask_rows,
-                    int32_t* onehot_idx, float* onehot_val, char* redo) {
-  const int64_t d = kD ? kD : t.d;
-  const int64_t R = t.R, Rp = t.Rp;
-  const bool softmax = t.has_softmax_tables();
-  const T* mrows = mask + (b * L + l0) * R;
-  float* fallback_mask = scratch + d + Rp;  // for rows that only fall back to full_row
-  const double abs_scale = std::fabs(double(scale));
-  // The mask rows of the full path, widened once for all heads.
+int64_t prepare_rows(const T* mrows, int64_t R, int64_t Rp, int64_t rows, const RowPlan* plans,
+                     float* mask_rows, int32_t* onehot_idx, float* onehot_val) {
   for (int64_t l = 0; l < rows; ++l) {
     if (plans[l].nnz > kSparse) widen_mask_row(mrows + l * R, R, Rp, mask_rows + l * Rp);
   }
-  // The one-hot entries as arrays, for onehot_rows16; and how many leading rows of
-  // the block come in whole groups of sixteen one-hot rows (the group path needs a
-  // head size that is a multiple of 16).
-  int64_t groups_end = 0;
   if constexpr (kD % 16 == 0 && kD > 0) {
     for (int64_t l = 0; l < rows; ++l) {
       onehot_idx[l] = plans[l].idx[0];
       onehot_val[l] = plans[l].nnz == 1 ? plans[l].val[0] : 0.0f;
     }
-    groups_end = rows / 16 * 16;
+    return rows / 16 * 16;
   }
-  for (int64_t h = 0; h < H; ++h) {
-    const int64_t bh = b * H + h;
-    const T* qh = q + (bh * L + l0) * d;
-    T* oh = out + (bh * L + l0) * d;
-    const double bound = double(t.kbound[bh]) * abs_scale;
-    // One streaming pass over the rows. The shortcut rows sum |q| as they go, and
-    // are checked against the bound together at the end.
-    AbsSum abs_sum;
-    bool shortcuts = false;
-    redo[h] = 0;
-    for (int64_t l = 0; l < rows; ++l) {
-      if constexpr (kD % 16 == 0 && kD > 0) {
-        // A zero onehot_val marks a row that is not one-hot: its group takes the
-        // row path (as does a group with a row whose logit needs more than a copy).
-        if (l % 16 == 0 && l < groups_end &&
-            onehot_rows16<kD>(qh + l * d, onehot_idx + l, onehot_val + l, t, bh, v, scale,
-                              oh + l * d, abs_sum)) {
-          shortcuts = true;
-          l += 15;
-          continue;
-        }
-      }
-      const T* qr = qh + l * d;
-      T* orow = oh + l * d;
-      const RowPlan& p = plans[l];
-      const float* mf = mask_rows + l * Rp;
-      if (p.nnz <= 1) {
-        add_abs<kD>(abs_sum, qr, d);
-        if (shortcut_row<kD>(qr, p, t, bh, v, scale, orow)) {
-          shortcuts = true;
-          continue;
-        }
-        if (!softmax) {
-          redo[h] = 1;
-          continue;
-        }
-        widen_mask_row(mrows + l * R, R, Rp, fallback_mask);
-        mf = fallback_mask;
-      } else if (p.nnz <= kSparse) {
-        if (sparse_row<kD>(qr, p, t, bh, scale, bound, scratch, orow)) continue;
-        widen_mask_row(mrows + l * R, R, Rp, fallback_mask);
-        mf = fallback_mask;
-      }
-      full_row(qr, mf, t, bh, scale, scratch, orow);
-    }
-    // Huge or non-finite q, k or v: a logit that the mask zeroes may not become 0 (it
-    // can be NaN), so the shortcuts may be wrong. Recompute those rows exactly.
-    if (shortcuts && !(double(abs_sum.total()) * bound <= kLimit)) {
-      if (!softmax) {
-        redo[h] = 1;
+  return 0;
+}
+
+// One work unit: rows [l0, l0 + rows) of image b and head h, with the arrays that
+// prepare_rows made of those rows. Without the softmax tables (no row of the whole
+// call has two or more nonzero mask entries), shortcut rows that cannot all be taken
+// set redo and are left for redo_rows. scratch: d + 2 * Rp floats.
+template <int64_t kD, typename T>
+void attention_rows(const T* q, const T* v, const T* mask, T* out, const HeadTables<T>& t,
+                    int64_t b, int64_t h, int64_t H, int64_t L, int64_t l0, int64_t rows,
+                    const RowPlan* plans, float scale, float* scratch, const float* mask_rows,
+                    const int32_t* onehot_idx, const float* onehot_val, int64_t groups_end,
+                    char& redo) {
+  const int64_t d = kD ? kD : t.d;
+  const int64_t R = t.R, Rp = t.Rp;
+  const bool softmax = t.has_softmax_tables();
+  const T* mrows = mask + (b * L + l0) * R;
+  float* fallback_mask = scratch + d + Rp;  // for rows that only fall back to full_row
+  const int64_t bh = b * H + h;
+  const T* qh = q + (bh * L + l0) * d;
+  T* oh = out + (bh * L + l0) * d;
+  const double bound = double(t.kbound[bh]) * std::fabs(double(scale));
+  // d * max|k| * |scale|: with a row's largest |q|, a bound on its logits. NaN (a
+  // zero scale times an infinite kbound) becomes +inf like an overflow, so that no
+  // group passes on it; a group whose q is all zero has zero logits and fails anyway.
+  const double group_bound_d = double(d) * bound;
+  const float group_bound = group_bound_d <= kLimit ? float(group_bound_d) : INFINITY;
+  // One streaming pass over the rows. The shortcut rows outside the groups sum |q| as
+  // they go, and are checked against the bound together at the end.
+  AbsSum abs_sum;
+  bool shortcuts = false;
+  redo = 0;
+  for (int64_t l = 0; l < rows; ++l) {
+    if constexpr (kD % 16 == 0 && kD > 0) {
+      // A zero onehot_val marks a row that is not one-hot: its group takes the row
+      // path (as does a group with a row whose logit needs more than a copy).
+      if (l % 16 == 0 && l < groups_end &&
+          onehot_rows16<kD>(qh + l * d, onehot_idx + l, onehot_val + l, t, bh, v, scale,
+                            group_bound, oh + l * d)) {
+        shortcuts = true;
+        l += 15;
         continue;
       }
-      for (int64_t l = 0; l < rows; ++l) {
-        if (plans[l].nnz > 1) continue;
-        widen_mask_row(mrows + l * R, R, Rp, fallback_mask);
-        full_row(qh + l * d, fallback_mask, t, bh, scale, scratch, oh + l * d);
+    }
+    const T* qr = qh + l * d;
+    T* orow = oh + l * d;
+    const RowPlan& p = plans[l];
+    const float* mf = mask_rows + l * Rp;
+    if (p.nnz <= 1) {
+      add_abs<kD>(abs_sum, qr, d);
+      if (shortcut_row<kD>(qr, p, t, bh, v, scale, orow)) {
+        shortcuts = true;
+        continue;
       }
+      if (!softmax) {
+        redo = 1;
+        continue;
+      }
+      widen_mask_row(mrows + l * R, R, Rp, fallback_mask);
+      mf = fallback_mask;
+    } else if (p.nnz <= kSparse) {
+      if (sparse_row<kD>(qr, p, t, bh, scale, bound, scratch, orow)) continue;
+      widen_mask_row(mrows + l * R, R, Rp, fallback_mask);
+      mf = fallback_mask;
+    }
+    full_row(qr, mf, t, bh, scale, scratch, orow);
+  }
+  // Huge or non-finite q, k or v: a logit that the mask zeroes may not become 0 (it
+  // can be NaN), so the shortcuts may be wrong. Recompute those rows exactly.
+  if (shortcuts && !(double(abs_sum.total()) * bound <= kLimit)) {
+    if (!softmax) {
+      redo = 1;
+      return;
+    }
+    for (int64_t l = 0; l < rows; ++l) {
+      if (plans[l].nnz > 1) continue;
+      widen_mask_row(mrows + l * R, R, Rp, fallback_mask);
+      full_row(qh + l * d, fallback_mask, t, bh, scale, scratch, oh + l * d);
     }
   }
 }
@@ -657,20 +675,36 @@ void redo_rows(const T* q, const T* mask, T* out, const HeadTables<T>& t, int64_
   }
 }
 
+// Rows per work unit (a unit: a block of rows of one image and one head), at most
+// kMaxBlock. Without rows of the full path the work is a stream through q and out; a
+// unit's rows are one contiguous stretch of each and the hardware prefetchers restart
+// at every new stretch, so blocks are long and shortened only when there would be
+// fewer units than threads (at L = 1024 and 64, 8 % and 35 % faster than blocks of
+// 128). The full path reads a block's widened mask rows (block * Rp floats) again for
+// every head, and there blocks of an eighth of an image at two threads keep them in
+// L1 (at L = 1024, 512-row blocks were 23 % slower).
+constexpr int64_t kMaxBlock = 512;
+
+inline int64_t rows_per_unit(int64_t B, int64_t L, int64_t H, int64_t threads,
+                             bool full_rows) {
+  int64_t block = std::min(L, kMaxBlock);
+  if (full_rows) {
+    while (block > 4 && B * ceil_div(L, block) < 4 * threads) block /= 2;  // >= 4
+  } else {
+    while (block > 16 && B * ceil_div(L, block) * H < threads) block = ceil_div(block, 2);
+  }
+  return block;
+}
+
 template <typename T>
 void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out, int64_t B,
                       int64_t H, int64_t L, int64_t R, int64_t d, float scale) {
   HeadTables<T> tables(k, v, B * H, R, d);
   std::vector<RowPlan> plans(B * L);
   const int64_t threads = omp_get_max_threads();
-  // Query rows per work item: as many as leaves about four items per thread, so each
-  // head's rows are a long contiguous stretch of q and of out (the hardware
-  // prefetchers restart at every new stretch).
-  int64_t block = 512;
-  while (block > 4 && B * ceil_div(L, block) < 4 * threads) block /= 2;
-  const int64_t blocks = ceil_div(L, block);
-  const int64_t items = B * blocks;
-  std::vector<char> redo(items * H, 0);
+  // Per unit, whether its shortcut rows need redo_rows; sized for the smallest blocks
+  // so that the threads need not wait for one to size it.
+  std::vector<char> redo(B * ceil_div(L, 4) * H, 0);
   int64_t multi = 0, redos = 0;
 
   // One parallel region (its barriers cost less than separate regions' fork and
@@ -679,15 +713,20 @@ void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out,
   // more nonzero mask entries; then the rows.
 #pragma omp parallel
   {
+    // Per-thread arrays, left uninitialized (prepare_rows writes what is read).
     std::vector<float> scratch(d + 2 * tables.Rp);
-    std::vector<float> mask_rows(block * tables.Rp);
-    std::vector<int32_t> onehot_idx(block);
-    std::vector<float> onehot_val(block);
+    std::unique_ptr<float[]> mask_rows(new float[kMaxBlock * tables.Rp]);
+    std::unique_ptr<int32_t[]> onehot_idx(new int32_t[kMaxBlock]);
+    std::unique_ptr<float[]> onehot_val(new float[kMaxBlock]);
 #pragma omp for schedule(static) reduction(+ : multi)
     for (int64_t row = 0; row < B * L; ++row) {
       plan_row(mask + row * R, R, plans[row]);
       multi += plans[row].nnz > 1;
     }
+    // Every thread derives the same blocks from the reduced multi.
+    const int64_t block = rows_per_unit(B, L, H, threads, multi > 0);
+    const int64_t blocks = ceil_div(L, block);
+    const int64_t items = B * blocks;  // (image, block) pairs; unit = item * H + head
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) tables.fill_head(bh, scratch.data());
     if (multi > 0) {
@@ -697,18 +736,27 @@ void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out,
       for (int64_t bh = 0; bh < B * H; ++bh) tables.fill_softmax_head(bh);
     }
 
+    // A thread's units come in order, so it prepares the rows of an item once for
+    // the consecutive heads it takes of it.
+    int64_t prepared = -1, groups_end = 0;
 #pragma omp for schedule(static) reduction(+ : redos)
-    for (int64_t item = 0; item < items; ++item) {
+    for (int64_t unit = 0; unit < items * H; ++unit) {
+      const int64_t item = unit / H, h = unit % H;
       const int64_t b = item / blocks;
       const int64_t l0 = (item % blocks) * block;
       const int64_t rows = std::min(L, l0 + block) - l0;
       const RowPlan* item_plans = plans.data() + b * L + l0;
-      char* item_redo = redo.data() + item * H;
       auto run = [&](auto kd) {
-        attention_rows<decltype(kd)::value>(q, v, mask, out, tables, b, H, L, l0, rows,
-                                            item_plans, scale, scratch.data(),
-                                            mask_rows.data(), onehot_idx.data(),
-                                            onehot_val.data(), item_redo);
+        constexpr int64_t kD = decltype(kd)::value;
+        if (item != prepared) {
+          groups_end = prepare_rows<kD>(mask + (b * L + l0) * R, R, tables.Rp, rows,
+                                        item_plans, mask_rows.get(), onehot_idx.get(),
+                                        onehot_val.get());
+          prepared = item;
+        }
+        attention_rows<kD>(q, v, mask, out, tables, b, h, H, L, l0, rows, item_plans, scale,
+                           scratch.data(), mask_rows.get(), onehot_idx.get(),
+                           onehot_val.get(), groups_end, redo[unit]);
       };
       if (d == 32) {
         run(std::integral_constant<int64_t, 32>{});
@@ -717,7 +765,7 @@ void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out,
       } else {
         run(std::integral_constant<int64_t, 0>{});
       }
-      for (int64_t h = 0; h < H; ++h) redos += item_redo[h];
+      redos += redo[unit];
     }
 
     // Rows the shortcuts could not take while the softmax tables were not built (only

@@ -71,7 +71,7 @@ def check_tensor(op: str, name: str, t, ndim: int,
 
 
 def check_shape(op: str, name: str, t: torch.Tensor, expected: Sequence[int], meaning: str) -> None:
-    if tuple(t.shape) != tuple(expected):
+    if t.shape != tuple(expected):
         raise ValueError(
             f"{op}: {name} must have shape {tuple(expected)} ({meaning}), got {tuple(t.shape)}"
         )
@@ -79,10 +79,11 @@ def check_shape(op: str, name: str, t: torch.Tensor, expected: Sequence[int], me
 
 def check_like(op: str, ref_name: str, ref: torch.Tensor, **others: torch.Tensor) -> None:
     """Every tensor in ``others`` shares ``ref``'s dtype and device."""
+    device, dtype = ref.device, ref.dtype  # each access builds a new Python object
     for name, t in others.items():
-        if t.device != ref.device:
-            raise TypeError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
-        if t.dtype != ref.dtype:
+        if t.device != device:
+            raise TypeError(f"{op}: {name} is on {t.device} but {ref_name} is on {device}")
+        if t.dtype != dtype:
             raise TypeError(
                 f"{op}: {name} has dtype {_dtype_name(t.dtype)} but {ref_name} has "
                 f"{_dtype_name(ref.dtype)}"

@@ -116,14 +116,14 @@ def masked_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  (torch.bool, torch.float32, torch.bfloat16, torch.float16, torch.float64))
     B, h, L, d = q.shape
     R = k.shape[2]
-    if tuple(k.shape) != (B, h, R, d) or tuple(v.shape) != (B, h, R, d):
+    if k.shape != (B, h, R, d) or v.shape != (B, h, R, d):
         raise ValueError(
             f"{OP}: k and v must have shape (B, h, R, d) = ({B}, {h}, R, {d}) matching q; "
             f"got k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     if R == 0:
         raise ValueError(f"{OP}: k has no tokens (R = 0)")
-    if tuple(mask.shape) != (B, L, R):
+    if mask.shape != (B, L, R):
         raise ValueError(f"{OP}: mask must have shape (B, L, R) = ({B}, {L}, {R}), "
                          f"got {tuple(mask.shape)}")
     if mask.device != q.device:

@@ -353,7 +353,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if weight.shape[1] != C_in:
         raise ValueError(f"{OP}: weight must have shape (C_out, {C_in}, kh, kw) (C_in of x), "
                          f"got {tuple(weight.shape)}")
-    if tuple(styles.shape) != (N, C_in):
+    if styles.shape != (N, C_in):
         raise ValueError(f"{OP}: styles must have shape ({N}, {C_in}) (N, C_in of x), "
                          f"got {tuple(styles.shape)}")
     for name, v in (("up", up), ("down", down)):

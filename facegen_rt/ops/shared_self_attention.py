@@ -125,13 +125,13 @@ def shared_self_attention(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.T
     B, h, L, d = q.shape
     M = k_ref.shape[2]
     for name, t in (("k_self", k_self), ("v_self", v_self)):
-        if tuple(t.shape) != (B, h, L, d):
+        if t.shape != (B, h, L, d):
             raise ValueError(f"{OP}: {name} must have shape {(B, h, L, d)} like q, got {tuple(t.shape)}")
     for name, t in (("k_ref", k_ref), ("v_ref", v_ref)):
-        if tuple(t.shape) != (B, h, M, d):
+        if t.shape != (B, h, M, d):
             raise ValueError(f"{OP}: {name} must have shape (B, h, M, d) = {(B, h, M, d)}, "
                              f"got {tuple(t.shape)}")
-    if tuple(ref_keep.shape) != (B, M):
+    if ref_keep.shape != (B, M):
         raise ValueError(f"{OP}: ref_keep must have shape (B, M) = {(B, M)}, got {tuple(ref_keep.shape)}")
     if ref_keep.device != q.device:
         raise TypeError(f"{OP}: ref_keep is on {ref_keep.device} but q is on {q.device}")

@@ -124,6 +124,24 @@ def test_cpu_follows_the_reference_on_special_rows(d, kind):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5, equal_nan=True)
 
 
+@pytest.mark.parametrize("d", [32, 40])
+def test_cpu_masked_logit_overflow_inside_a_group(d):
+    """A one-hot row whose own logit is finite while a region the mask drops has an
+    infinite one: the reference's inf * 0 makes the row NaN. Only the bound on |q|
+    can see this, so it must hold for sixteen-row groups as for single rows."""
+    skip_unless_available("cpu")
+    q, k, v = torch.randn(B, H, L, d), torch.randn(B, H, R, d), torch.randn(B, H, R, d)
+    mask = make_mask("onehot")
+    region = mask[1, 37].argmax()
+    k[1, 2, :, 0] = 10.0
+    k[1, 2, region, 0] = 0.0   # the row's own region does not see q's huge component
+    q[1, 2, 37, 0] = 1e38      # 1e38 * 10 * scale overflows for every other region
+    ref = masked_cross_attention_reference(q, k, v, mask, d ** -0.5)
+    out = masked_cross_attention(q, k, v, mask, backend="cpu")
+    assert ref[1, 2, 37].isnan().all() and not ref[1, 2, 36].isnan().any()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5, equal_nan=True)
+
+
 @pytest.mark.parametrize("r", [1, 8, 9, 19, 64, 65])
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_cpu_reads_mask_rows_of_any_length(r, dtype):
