@@ -676,23 +676,26 @@ void redo_rows(const T* q, const T* mask, T* out, const HeadTables<T>& t, int64_
 }
 
 // Rows per work unit (a unit: a block of rows of one image and one head), at most
-// kMaxBlock. Without rows of the full path the work is a stream through q and out; a
-// unit's rows are one contiguous stretch of each and the hardware prefetchers restart
-// at every new stretch, so blocks are long and shortened only when there would be
-// fewer units than threads (at L = 1024 and 64, 8 % and 35 % faster than blocks of
-// 128). The full path reads a block's widened mask rows (block * Rp floats) again for
-// every head, and there blocks of an eighth of an image at two threads keep them in
-// L1 (at L = 1024, 512-row blocks were 23 % slower).
+// kMaxBlock, and at least 4 or L (the redo array is sized on that). Without rows of
+// the full path the work is a stream through q and out; a unit's rows are one
+// contiguous stretch of each and the hardware prefetchers restart at every new
+// stretch, so blocks are long and shortened only when there would be fewer units
+// than threads. (Blocks shortened to four per thread per image, as the full path
+// has them, were 128 rows at L = 1024 and 8 at L = 64, too few for sixteen-row
+// groups: 4 % and 35 % slower.) The full path reads a block's widened mask rows
+// (block * Rp floats) again for every head, and there blocks of an eighth of an image
+// at two threads keep them in L1 (at L = 1024, 512-row blocks were 23 % slower).
 constexpr int64_t kMaxBlock = 512;
 
 inline int64_t rows_per_unit(int64_t B, int64_t L, int64_t H, int64_t threads,
                              bool full_rows) {
-  int64_t block = std::min(L, kMaxBlock);
   if (full_rows) {
-    while (block > 4 && B * ceil_div(L, block) < 4 * threads) block /= 2;  // >= 4
-  } else {
-    while (block > 16 && B * ceil_div(L, block) * H < threads) block = ceil_div(block, 2);
+    int64_t block = kMaxBlock;  // powers of two, down to 4
+    while (block > 4 && B * ceil_div(L, block) < 4 * threads) block /= 2;
+    return block;
   }
+  int64_t block = std::min(L, kMaxBlock);  // down to 9 when above 16
+  while (block > 16 && B * ceil_div(L, block) * H < threads) block = ceil_div(block, 2);
   return block;
 }
 

@@ -142,6 +142,20 @@ def test_cpu_masked_logit_overflow_inside_a_group(d):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5, equal_nan=True)
 
 
+@pytest.mark.parametrize("b, l, h", [(1, 1, 1), (1, 10, 1), (1, 17, 1), (1, 33, 3), (3, 600, 2)])
+@pytest.mark.parametrize("kind", ["onehot", "soft"])
+def test_cpu_work_split_over_shapes(b, l, h, kind):
+    """The kernel splits rows into blocks by L, images and heads (one rule for one-hot
+    masks, another when rows need the full path); every split covers each row once."""
+    skip_unless_available("cpu")
+    q, k, v = torch.randn(b, h, l, 32), torch.randn(b, h, R, 32), torch.randn(b, h, R, 32)
+    mask = make_mask(kind, b=b, l=l)
+    ref64 = masked_cross_attention_reference(*to64(q, k, v, mask), 32 ** -0.5)
+    ref_lowp = masked_cross_attention_reference(q, k, v, mask, 32 ** -0.5)
+    assert_parity(masked_cross_attention(q, k, v, mask, backend="cpu"), ref64, ref_lowp,
+                  torch.float32)
+
+
 @pytest.mark.parametrize("r", [1, 8, 9, 19, 64, 65])
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_cpu_reads_mask_rows_of_any_length(r, dtype):
