@@ -86,5 +86,5 @@ def check_like(op: str, ref_name: str, ref: torch.Tensor, **others: torch.Tensor
         if t.dtype != dtype:
             raise TypeError(
                 f"{op}: {name} has dtype {_dtype_name(t.dtype)} but {ref_name} has "
-                f"{_dtype_name(ref.dtype)}"
+                f"{_dtype_name(dtype)}"
             )
