@@ -21,6 +21,7 @@
 // which follows the reference in every case.
 
 #include "common.h"
+#include "direct_call.h"
 #include "vec16.h"
 
 #include <omp.h>
@@ -34,6 +35,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -262,9 +264,21 @@ struct HeadTables {
   }
 };
 
+// In 32-byte vector moves when the row is whole 32-byte chunks: GCC, tuning for Zen 2,
+// expands a constant-size memcpy into 16-byte moves, twice the loads and stores (and
+// stores issue one per cycle; a one-hot row is little else).
 template <typename T>
 inline void copy_row(T* __restrict dst, const T* __restrict src, int64_t d) {
-  std::memcpy(dst, src, size_t(d) * sizeof(T));  // inlined when d is a constant
+  const size_t bytes = size_t(d) * sizeof(T);
+  if (bytes % sizeof(f32x8) != 0) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  for (size_t b = 0; b < bytes; b += sizeof(f32x8)) {
+    f32x8 x;
+    std::memcpy(&x, reinterpret_cast<const char*>(src) + b, sizeof x);
+    std::memcpy(reinterpret_cast<char*>(dst) + b, &x, sizeof x);
+  }
 }
 
 // Sum of |x| over n values: with max|k|, a bound on every logit of the rows in x.
@@ -321,14 +335,21 @@ inline bool shortcut_row(const T* q, const RowPlan& p, const HeadTables<T>& t, i
 }
 
 // q[r] . k[idx[r]] for sixteen rows r of one head (q: the first row; k: the head's
-// float32 k), row r in lane r. Each row's products are summed to one lane by a
-// transposing tree of pair sums (vec16.h), 15 merges for 16 rows where sixteen separate
-// horizontal sums would cost four shuffles and adds each. The merge order leaves row
-// bitrev(j) in lane j, so the rows are taken in bit-reversed order and come out in
-// order. Raises max_q, lane-wise, to the largest |q| of the rows.
+// float32 k), row r in lane r; and the copy of v[idx[r]] (v: the head's v) into out
+// row r, made before the caller knows whether the rows may take it (when not, the
+// caller writes every row again). Copying as each row's q is read keeps the stream of
+// q reads and the stream of out writes in flight together: copies after all sixteen
+// dot products were 11 % slower (fp32, L = 1024, one thread).
+//
+// Each row's products are summed to one lane by a transposing tree of pair sums
+// (vec16.h), 15 merges for 16 rows where sixteen separate horizontal sums would cost
+// four shuffles and adds each. The merge order leaves row bitrev(j) in lane j, so the
+// rows are taken in bit-reversed order and come out in order. Raises max_q, lane-wise,
+// to the largest |q| of the rows.
 template <int64_t kD, typename T>
 __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int32_t* idx,
-                                                           const float* k, f32x16& max_q) {
+                                                           const float* k, const T* v,
+                                                           f32x16& max_q, T* out) {
 #if defined(__AVX512F__)
   constexpr int kBitrev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
   f32x16 prod[16];
@@ -337,6 +358,7 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
     const int r = kBitrev[j];
     const T* qr = q + r * kD;
     const float* kr = k + int64_t(idx[r]) * kD;
+    copy_row(out + r * kD, v + int64_t(idx[r]) * kD, kD);
     f32x16 acc = {}, row_max = {};
     for (int64_t i = 0; i < kD; i += 16) {
       const f32x16 qv = load16_f32(qr + i);
@@ -354,7 +376,7 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
 #else
   // Sixteen 16-lane products would need 32 of the 16 ymm registers and spill; two
   // trees of eight 8-lane rows fit.
-  auto eight_rows = [&](const T* q8, const int32_t* idx8, f32x8& max8_q) {
+  auto eight_rows = [&](const T* q8, const int32_t* idx8, f32x8& max8_q, T* out8) {
     constexpr int kBitrev8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
     f32x8 prod[8];
 #pragma GCC unroll 8
@@ -362,6 +384,7 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
       const int r = kBitrev8[j];
       const T* qr = q8 + r * kD;
       const float* kr = k + int64_t(idx8[r]) * kD;
+      copy_row(out8 + r * kD, v + int64_t(idx8[r]) * kD, kD);
       f32x8 acc = {}, row_max = {};
       for (int64_t i = 0; i < kD; i += 8) {
         const f32x8 qv = load8_f32(qr + i);
@@ -376,21 +399,21 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
     for (int i = 0; i < 2; ++i) m2[i] = pair_sum2(m4[2 * i], m4[2 * i + 1]);
     return pair_sum1(m2[0], m2[1]);
   };
-  const f32x8 lo = eight_rows(q, idx, max_q.lo);
-  return {lo, eight_rows(q + 8 * kD, idx + 8, max_q.hi)};
+  const f32x8 lo = eight_rows(q, idx, max_q.lo, out);
+  return {lo, eight_rows(q + 8 * kD, idx + 8, max_q.hi, out + 8 * kD)};
 #endif
 }
 
 // Sixteen rows of one head whose mask rows are all one-hot (OneHotRows below): the
 // shortcut_row of each, with the sixteen dot products computed side by side.
-// Returns false, having written nothing, when some row needs more than a copy of
-// v[r] (a logit that is exactly 0 or not finite), or when the rows' largest |q| times
-// group_bound (d * max|k| * |scale|) does not prove every logit of the rows bounded
-// (see kLimit); the caller then runs shortcut_row on each row.
+// Returns false when some row needs more than a copy of v[r] (a logit that is exactly
+// 0 or not finite), or when the rows' largest |q| times group_bound (d * max|k| *
+// |scale|) does not prove every logit of the rows bounded (see kLimit). The rows of
+// out then hold copies that may be wrong, and the caller computes each row again.
 //
-// The bound is checked here, before the copies, rather than summed for a later check:
-// a quantity used only after the branch is computed after it, and GCC then kept all
-// sixteen rows of q on the stack across the branch (64 spills and reloads a group).
+// The bound is checked here, rather than summed for a later check: a quantity used
+// only after the branch is computed after it, and GCC then kept all sixteen rows of q
+// on the stack across the branch (64 spills and reloads a group).
 template <int64_t kD, typename T>
 inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
                           const HeadTables<T>& t, int64_t bh, const T* v, float scale,
@@ -398,17 +421,13 @@ inline bool onehot_rows16(const T* q, const int32_t* idx, const float* val,
   static_assert(kD % 16 == 0 && kD > 0, "sixteen-lane chunks of a row");
   if (any16(load16(val) == 0.0f)) return false;  // a row that is not one-hot
   f32x16 max_q = {};
-  const f32x16 dots = onehot_dots16<kD>(q, idx, t.k + bh * t.R * kD, max_q);
+  const int64_t head = bh * t.R * kD;
+  const f32x16 dots = onehot_dots16<kD>(q, idx, t.k + head, v + head, max_q, out);
   const f32x16 s = (dots * scale) * load16(val);
   // A row needs more than the copy when its logit is 0 (the zero rule masks it too)
   // or not finite (s - s is NaN exactly then). max_q holds no NaN (lanemax drops
   // them; a NaN in q makes its row's logit NaN anyway).
-  if (any16((s == 0.0f) | ((s - s) != 0.0f) | (max_q * group_bound > float(kLimit)))) {
-    return false;
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < 16; ++r) copy_row(out + r * kD, v + (bh * t.R + idx[r]) * kD, kD);
-  return true;
+  return !any16((s == 0.0f) | ((s - s) != 0.0f) | (max_q * group_bound > float(kLimit)));
 }
 
 // Rows with 2..kSparse nonzero mask entries: the other logits are -FLT_MAX, so with
@@ -614,7 +633,8 @@ void attention_rows(const T* q, const T* v, const T* mask, T* out, const HeadTab
   for (int64_t l = 0; l < rows; ++l) {
     if constexpr (kD % 16 == 0 && kD > 0) {
       // A zero onehot_val marks a row that is not one-hot: its group takes the row
-      // path (as does a group with a row whose logit needs more than a copy).
+      // path (as does a group with a row whose logit needs more than a copy, and the
+      // row path then writes each of its rows again, now or in redo_rows).
       if (l % 16 == 0 && l < groups_end &&
           onehot_rows16<kD>(qh + l * d, onehot_idx + l, onehot_val + l, t, bh, v, scale,
                             group_bound, oh + l * d)) {
@@ -797,11 +817,11 @@ void attention_kernel(const T* q, const T* k, const T* v, const T* mask, T* out,
 
 #pragma GCC pop_options
 
-// q: [B, h, L, d]; k, v: [B, h, R, d]; mask: [B, L, R]; one dtype (float32 or
-// bfloat16), any strides. Returns softmax_R(mask-filtered q k^T * scale) @ v with
-// the reference's zero-logit rule, as a contiguous [B, h, L, d] tensor of q's dtype.
-at::Tensor masked_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const at::Tensor& mask, double scale) {
+namespace {
+
+// Raises ValueError or TypeError naming the argument at fault.
+void check_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                const at::Tensor& mask) {
   facegen::check_input(kOp, "q", q, 4);
   facegen::check_input(kOp, "k", k, 4);
   facegen::check_input(kOp, "v", v, 4);
@@ -820,7 +840,18 @@ at::Tensor masked_cross_attention(const at::Tensor& q, const at::Tensor& k, cons
   TORCH_CHECK_VALUE(mask.size(0) == B && mask.size(1) == L && mask.size(2) == R, kOp,
                     ": mask must have shape (B, L, R) = (", B, ", ", L, ", ", R, "), got ",
                     mask.sizes());
+}
 
+}  // namespace
+
+// q: [B, h, L, d]; k, v: [B, h, R, d]; mask: [B, L, R]; one dtype (float32 or
+// bfloat16), any strides. Returns softmax_R(mask-filtered q k^T * scale) @ v with
+// the reference's zero-logit rule, as a contiguous [B, h, L, d] tensor of q's dtype.
+at::Tensor masked_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& mask, double scale) {
+  check_args(q, k, v, mask);
+  const int64_t B = q.size(0), H = q.size(1), L = q.size(2), d = q.size(3);
+  const int64_t R = k.size(2);
   at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
@@ -838,6 +869,21 @@ at::Tensor masked_cross_attention(const at::Tensor& q, const at::Tensor& k, cons
   return out;
 }
 
+// The public function's call in plain eager mode (direct_call.h): the kernel's result,
+// or None for the Python route, which converts a mask of another dtype, sends other
+// dtypes to the reference and reports bad inputs. scale: None for d ** -0.5.
+std::optional<at::Tensor> masked_cross_attention_eager(const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& v,
+                                                       const at::Tensor& mask,
+                                                       std::optional<double> scale) {
+  if (!facegen::direct_call_allowed({&q, &k, &v, &mask}) ||
+      !facegen::checks_pass([&] { check_args(q, k, v, mask); }) || (!scale && q.size(3) == 0)) {
+    return std::nullopt;
+  }
+  return masked_cross_attention(q, k, v, mask,
+                                scale ? *scale : 1.0 / std::sqrt(double(q.size(3))));
+}
+
 void register_masked_cross_attention(pybind11::module_& m) {
   m.def("masked_cross_attention", &masked_cross_attention, pybind11::arg("q"),
         pybind11::arg("k"), pybind11::arg("v"), pybind11::arg("mask"), pybind11::arg("scale"),
@@ -848,4 +894,9 @@ dtype (float32 or bfloat16), any strides. Logits (q . k) * scale * mask; logits 
 0 become -FLT_MAX; softmax over R in float32; times v. Rows whose mask has at most one
 nonzero entry take an exact shortcut (a copy of one v row or of the mean v row).
 Returns a contiguous [B, h, L, d] tensor of q's dtype.)doc");
+  m.def("masked_cross_attention_eager", &masked_cross_attention_eager, pybind11::arg("q"),
+        pybind11::arg("k"), pybind11::arg("v"), pybind11::arg("mask"),
+        pybind11::arg("scale") = pybind11::none(),
+        "masked_cross_attention for a plain eager call, or None when the call must go "
+        "through the custom op (facegen_rt.ops.masked_cross_attention decides).");
 }

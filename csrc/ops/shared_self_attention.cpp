@@ -34,6 +34,7 @@
 // sequential (it does not nest parallelism; checked: no extra threads appear).
 
 #include "common.h"
+#include "direct_call.h"
 #include "vec16.h"
 
 #include <ATen/Parallel.h>
@@ -48,6 +49,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -853,6 +855,22 @@ at::Tensor shared_self_attention(const at::Tensor& q, const at::Tensor& k_self,
   return out;
 }
 
+// The public function's call in plain eager mode (direct_call.h): the kernel's result,
+// or None for the Python route, which sends other dtypes to the reference and reports
+// bad inputs. scale: None for d ** -0.5.
+std::optional<at::Tensor> shared_self_attention_eager(
+    const at::Tensor& q, const at::Tensor& k_self, const at::Tensor& v_self,
+    const at::Tensor& k_ref, const at::Tensor& v_ref, const at::Tensor& ref_keep,
+    std::optional<double> scale, bool exclude) {
+  if (!facegen::direct_call_allowed({&q, &k_self, &v_self, &k_ref, &v_ref, &ref_keep}) ||
+      !facegen::checks_pass([&] { check_args(q, k_self, v_self, k_ref, v_ref, ref_keep); }) ||
+      (!scale && q.size(3) == 0)) {
+    return std::nullopt;
+  }
+  return shared_self_attention(q, k_self, v_self, k_ref, v_ref, ref_keep,
+                               scale ? *scale : 1.0 / std::sqrt(double(q.size(3))), exclude);
+}
+
 // Which GEMM backend a dtype ("float32" or "bfloat16") uses in this process.
 std::string shared_self_attention_gemm_backend(const std::string& dtype) {
   TORCH_CHECK_VALUE(dtype == "float32" || dtype == "bfloat16", kOp,
@@ -871,6 +889,12 @@ void register_shared_self_attention(pybind11::module_& m) {
         pybind11::arg("q"), pybind11::arg("k_self"), pybind11::arg("v_self"),
         pybind11::arg("k_ref"), pybind11::arg("v_ref"), pybind11::arg("ref_keep"),
         pybind11::arg("scale"), pybind11::arg("exclude"));
+  m.def("shared_self_attention_eager", &shared_self_attention_eager,
+        "shared_self_attention for a plain eager call, or None when the call must go "
+        "through the custom op (facegen_rt.ops.shared_self_attention decides).",
+        pybind11::arg("q"), pybind11::arg("k_self"), pybind11::arg("v_self"),
+        pybind11::arg("k_ref"), pybind11::arg("v_ref"), pybind11::arg("ref_keep"),
+        pybind11::arg("scale") = pybind11::none(), pybind11::arg("exclude") = false);
   m.def("shared_self_attention_gemm_backend", &shared_self_attention_gemm_backend,
         "Name of the GEMM backend shared_self_attention uses for dtype 'float32' or "
         "'bfloat16': onednn-brgemm-amx, mkl-bf16, mkl-sgemm or portable (the environment "

@@ -14,11 +14,13 @@
 // busy.
 
 #include "common.h"
+#include "direct_call.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 // The kernels below are written as plain loops for the auto-vectorizer. GCC's default
@@ -182,11 +184,11 @@ void spade_norm_kernel(const T* x, const T* gamma, const T* beta, T* out, int64_
 
 #pragma GCC pop_options
 
-// x, gamma, beta: [B, C, H, W], one dtype (float32 or bfloat16), any strides.
-// Returns act(GroupNorm(x, groups, eps, no affine) * (1 + gamma) + beta) as a
-// contiguous [B, C, H, W] tensor of x's dtype; act is SiLU when `silu`.
-at::Tensor spade_norm(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
-                      int64_t groups, double eps, bool silu) {
+namespace {
+
+// Raises ValueError or TypeError naming the argument at fault.
+void check_args(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                int64_t groups, double eps) {
   facegen::check_input(kOp, "x", x, 4);
   facegen::check_input(kOp, "gamma", gamma, 4);
   facegen::check_input(kOp, "beta", beta, 4);
@@ -200,7 +202,16 @@ at::Tensor spade_norm(const at::Tensor& x, const at::Tensor& gamma, const at::Te
   TORCH_CHECK_VALUE(groups > 0 && C % groups == 0, kOp, ": groups=", groups,
                     " must be a positive divisor of C=", C);
   TORCH_CHECK_VALUE(eps > 0, kOp, ": eps must be positive, got ", eps);
+}
 
+}  // namespace
+
+// x, gamma, beta: [B, C, H, W], one dtype (float32 or bfloat16), any strides.
+// Returns act(GroupNorm(x, groups, eps, no affine) * (1 + gamma) + beta) as a
+// contiguous [B, C, H, W] tensor of x's dtype; act is SiLU when `silu`.
+at::Tensor spade_norm(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                      int64_t groups, double eps, bool silu) {
+  check_args(x, gamma, beta, groups, eps);
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = gamma.contiguous();
   const at::Tensor bc = beta.contiguous();
@@ -221,6 +232,19 @@ at::Tensor spade_norm(const at::Tensor& x, const at::Tensor& gamma, const at::Te
   return out;
 }
 
+// The public function's call in plain eager mode (direct_call.h): the kernel's result,
+// or None for the Python route, which sends other dtypes to the reference and reports
+// bad inputs.
+std::optional<at::Tensor> spade_norm_eager(const at::Tensor& x, const at::Tensor& gamma,
+                                           const at::Tensor& beta, int64_t groups, double eps,
+                                           bool silu) {
+  if (!facegen::direct_call_allowed({&x, &gamma, &beta}) ||
+      !facegen::checks_pass([&] { check_args(x, gamma, beta, groups, eps); })) {
+    return std::nullopt;
+  }
+  return spade_norm(x, gamma, beta, groups, eps, silu);
+}
+
 void register_spade_norm(pybind11::module_& m) {
   m.def("spade_norm", &spade_norm, pybind11::arg("x"), pybind11::arg("gamma"),
         pybind11::arg("beta"), pybind11::arg("groups"), pybind11::arg("eps"),
@@ -231,4 +255,9 @@ x, gamma, beta: [B, C, H, W] tensors of one dtype (float32 or bfloat16), any str
 groups must divide C. Statistics per (image, group) in double, the rest in float32.
 act is SiLU when silu is True, else the identity.
 Returns a contiguous [B, C, H, W] tensor of x's dtype.)doc");
+  m.def("spade_norm_eager", &spade_norm_eager, pybind11::arg("x"), pybind11::arg("gamma"),
+        pybind11::arg("beta"), pybind11::arg("groups"), pybind11::arg("eps"),
+        pybind11::arg("silu"),
+        "spade_norm for a plain eager call, or None when the call must go through the "
+        "custom op (facegen_rt.ops.spade_norm decides).");
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 from types import ModuleType
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -28,6 +28,12 @@ def compiled() -> ModuleType:
     if module is None:
         raise ImportError(why)
     return module
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_entry(name: str) -> Optional[Callable]:
+    """facegen_rt._C.<name>, or None when the module is missing or predates ``name``."""
+    return getattr(_load_c()[0], name, None)
 
 
 def cpu_unavailable() -> Optional[str]:

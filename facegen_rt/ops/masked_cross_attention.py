@@ -23,7 +23,7 @@ import torch
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import check_finite, check_like, check_tensor
-from ._dispatch import call_op
+from ._dispatch import call_op, eager_cpu_entry
 from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "masked_cross_attention"
@@ -108,6 +108,11 @@ def masked_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Returns:
         [B, h, L, d] contiguous tensor of q's dtype.
     """
+    entry = eager_cpu_entry(BACKENDS, backend, "masked_cross_attention_eager", (q, k, v, mask))
+    if entry is not None and (scale is None or type(scale) is float):
+        out = entry(q, k, v, mask, scale)
+        if out is not None:
+            return out
     check_tensor(OP, "q", q, 4)
     check_tensor(OP, "k", k, 4)
     check_tensor(OP, "v", v, 4)

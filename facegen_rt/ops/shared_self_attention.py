@@ -24,7 +24,7 @@ import torch
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import check_finite, check_like, check_tensor, nan_checks_enabled
-from ._dispatch import call_op
+from ._dispatch import call_op, eager_cpu_entry
 from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "shared_self_attention"
@@ -117,6 +117,12 @@ def shared_self_attention(q: torch.Tensor, k_self: torch.Tensor, v_self: torch.T
     Returns:
         [B, h, L, d] contiguous tensor of q's dtype.
     """
+    entry = eager_cpu_entry(BACKENDS, backend, "shared_self_attention_eager",
+                            (q, k_self, v_self, k_ref, v_ref, ref_keep))
+    if entry is not None and (scale is None or type(scale) is float):
+        out = entry(q, k_self, v_self, k_ref, v_ref, ref_keep, scale, bool(exclude))
+        if out is not None:
+            return out
     for name, t in (("q", q), ("k_self", k_self), ("v_self", v_self), ("k_ref", k_ref),
                     ("v_ref", v_ref)):
         check_tensor(OP, name, t, 4)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ._backends import Backend, OpBackends, dtype_refusals
 from ._checks import check_finite, check_like, check_shape, check_tensor
-from ._dispatch import call_op
+from ._dispatch import call_op, eager_cpu_entry
 from ._native import compiled, cpu_unavailable, triton_device_refusals, triton_unavailable
 
 OP = "spade_norm"
@@ -94,6 +94,12 @@ def spade_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups:
     Returns:
         [B, C, H, W] contiguous tensor of x's dtype.
     """
+    entry = eager_cpu_entry(BACKENDS, backend, "spade_norm_eager", (x, gamma, beta))
+    if (entry is not None and type(groups) is int and type(eps) is float
+            and act in (None, "silu")):
+        out = entry(x, gamma, beta, groups, eps, act == "silu")
+        if out is not None:
+            return out
     check_tensor(OP, "x", x, 4)
     check_tensor(OP, "gamma", gamma, 4)
     check_tensor(OP, "beta", beta, 4)

@@ -7,6 +7,7 @@ dispatcher has work to do.
 """
 
 import contextlib
+import sys
 
 import pytest
 import torch
@@ -15,7 +16,10 @@ from torch.overrides import TorchFunctionMode
 
 from facegen_rt.ops import (bias_act, masked_cross_attention, modulated_conv2d,
                             setup_filter, shared_self_attention, spade_norm, upfirdn2d)
+from facegen_rt.ops import nan_checks
 from facegen_rt.ops._dispatch import direct_call_allowed
+
+from .parity import skip_unless_available
 
 
 def _spade_args():
@@ -129,3 +133,85 @@ def test_shortcut_steps_aside_for_the_dispatcher(name):
         assert not direct_call_allowed(*fake_args)
         out = public(*fake_args, **kw)
     assert out.shape == args[0].shape and out.dtype == args[0].dtype
+
+
+def _python_route_calls(public, monkeypatch) -> list:
+    """Records each backend selection of ``public``'s Python route (the C++ entry of
+    plain eager calls selects nothing)."""
+    table = sys.modules[public.__module__].BACKENDS
+    calls, select = [], table.select
+    monkeypatch.setattr(table, "select", lambda *a: calls.append(a) or select(*a))
+    return calls
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_plain_eager_call_goes_straight_to_the_kernel(name, monkeypatch):
+    """A plain eager CPU call that would run the cpu backend (chosen automatically or
+    named) runs the C++ entry, which gives exactly what the Python route gives."""
+    skip_unless_available("cpu")
+    public, make = OPS[name]
+    args, kw = make()
+    with _PassThrough():
+        through_python = public(*args, backend="cpu", **kw)
+    calls = _python_route_calls(public, monkeypatch)
+    assert torch.equal(public(*args, **kw), through_python)
+    assert torch.equal(public(*args, backend="cpu", **kw), through_python)
+    monkeypatch.setenv("FACEGEN_BACKEND", "cpu")
+    assert torch.equal(public(*args, **kw), through_python)
+    assert calls == []
+
+
+def _float64(args):
+    return tuple(a.double() if a.is_floating_point() else a for a in args)
+
+
+# Calls the C++ entry must leave to the Python route: (how to change the call, expected
+# error or None).
+STEP_ASIDE = {
+    "another backend named": (lambda args, kw: (args, dict(kw, backend="reference")), None),
+    "float64 inputs": (lambda args, kw: (_float64(args), kw), None),
+    "autograd tracks an input": (
+        lambda args, kw: ((args[0].detach().requires_grad_(),) + args[1:], kw), None),
+    "a wrong shape": (lambda args, kw: ((args[0][:, :, 1:],) + args[1:], kw), ValueError),
+}
+
+
+@pytest.mark.filterwarnings("ignore:facegen_rt.*using the 'reference' backend")
+@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("case", sorted(STEP_ASIDE) + ["environment", "NaN checks",
+                                                       "function mode"])
+def test_kernel_entry_leaves_other_calls_to_the_python_route(name, case, monkeypatch):
+    skip_unless_available("cpu")
+    public, make = OPS[name]
+    args, kw = make()
+    error = None
+    context = contextlib.nullcontext()
+    if case in STEP_ASIDE:
+        change, error = STEP_ASIDE[case]
+        args, kw = change(args, kw)
+    elif case == "environment":
+        monkeypatch.setenv("FACEGEN_BACKEND", "reference")
+    elif case == "NaN checks":
+        context = nan_checks(True)
+    else:
+        context = _PassThrough()
+    calls = _python_route_calls(public, monkeypatch)
+    with context:
+        if error is not None:
+            with pytest.raises(error, match=name):
+                public(*args, **kw)
+            return
+        public(*args, **kw)
+    assert len(calls) == 1
+
+
+def test_masked_attention_entry_leaves_mask_conversion_to_python(monkeypatch):
+    """A mask of another dtype (here bool) is converted by the Python route; an integer
+    scale goes there too. Both give what the float mask and scale give."""
+    skip_unless_available("cpu")
+    (q, k, v, mask), _ = _masked_args()
+    expected = masked_cross_attention(q, k, v, mask, 1.0)
+    calls = _python_route_calls(masked_cross_attention, monkeypatch)
+    assert torch.equal(masked_cross_attention(q, k, v, mask.bool(), 1.0), expected)
+    assert torch.equal(masked_cross_attention(q, k, v, mask, 1), expected)
+    assert len(calls) == 2
