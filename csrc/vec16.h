@@ -36,6 +36,16 @@ FACEGEN_INLINE f32x8 load8(const float* p) {
   return v;
 }
 
+// v, kept in a register. When registers are scarce, GCC gives a loaded vector that two
+// instructions use to both as a memory operand, reading it twice; this makes it load
+// the vector once (one-hot rows of masked cross-attention: 5 % faster on Zen 2).
+FACEGEN_INLINE f32x8 in_register(f32x8 v) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm("" : "+x"(v));
+#endif
+  return v;
+}
+
 FACEGEN_INLINE f32x8 abs8(f32x8 v) { return (f32x8)((u32x8)v & 0x7FFFFFFFu); }
 
 // Lane-wise max (one vmaxps; a NaN in a is dropped, a NaN in b is kept).
