@@ -391,8 +391,12 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
       const T* qr = q8 + r * kD;
       const float* kr = k + int64_t(idx8[r]) * kD;
       copy_row(out8 + r * kD, v + int64_t(idx8[r]) * kD, kD);
-      f32x8 acc = {}, row_max = {};
-      for (int64_t i = 0; i < kD; i += 8) {
+      // The row's max starts from its first chunk rather than from 0 (two operations
+      // fewer). A NaN there can hide the row's other chunks from max8_q, but then the
+      // row's logit is NaN and the group is refused anyway.
+      const f32x8 q0 = in_register(load8_f32(qr));
+      f32x8 acc = q0 * load8(kr), row_max = abs8(q0);
+      for (int64_t i = 8; i < kD; i += 8) {
         const f32x8 qv = in_register(load8_f32(qr + i));
         acc += qv * load8(kr + i);
         row_max = lanemax8(abs8(qv), row_max);
