@@ -8,7 +8,9 @@ call on this project's 2-core CPU, as much as the fused kernel itself takes at t
 token counts of a 128^2 UNet. So an eager call whose inputs are ordinary tensors (or
 parameters) runs the op's body directly; the body is the very function the custom op
 wraps, so both routes compute the same thing. Under autograd the op's own formulas run
-as a plain ``torch.autograd.Function`` instead (:func:`eager_autograd`).
+as a plain ``torch.autograd.Function`` instead (:func:`eager_autograd`). Shorter still,
+the diffusion ops hand the commonest call, plain CPU tensors for the "cpu" backend, to
+a C++ entry that checks everything at once (:func:`eager_cpu_entry`).
 """
 
 from __future__ import annotations
