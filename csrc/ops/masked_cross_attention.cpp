@@ -418,8 +418,8 @@ __attribute__((always_inline)) inline f32x16 onehot_dots16(const T* q, const int
 // shortcut_row of each, with the sixteen dot products computed side by side.
 // Returns false when some row needs more than a copy of v[r] (a logit that is exactly
 // 0 or not finite), or when the rows' largest |q| times group_bound (d * max|k| *
-// |scale|) does not prove every logit of the rows bounded (see kLimit). The rows of
-// out then hold copies that may be wrong, and the caller computes each row again.
+// |scale|) does not prove every logit of the rows bounded (see kLimit). Out's rows may
+// then hold wrong copies, and the caller computes each row again.
 //
 // The bound is checked here, rather than summed for a later check: a quantity used
 // only after the branch is computed after it, and GCC then kept all sixteen rows of q

@@ -49,10 +49,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
-#include <optional>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
