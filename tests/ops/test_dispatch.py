@@ -14,9 +14,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
 
-from facegen_rt.ops import (bias_act, masked_cross_attention, modulated_conv2d,
+from facegen_rt.ops import (bias_act, masked_cross_attention, modulated_conv2d, nan_checks,
                             setup_filter, shared_self_attention, spade_norm, upfirdn2d)
-from facegen_rt.ops import nan_checks
 from facegen_rt.ops._dispatch import direct_call_allowed
 
 from .parity import skip_unless_available
