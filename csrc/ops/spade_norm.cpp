@@ -64,7 +64,37 @@ Moments moments(const T* x, int64_t n) {
   const double shift = double(first) / double(head);
   const float hi = float(shift), lo = float(shift - double(hi));
   double s1 = 0, s2 = 0;
-  for (int64_t c = 0; c < n; c += kChunk) {
+  // Four chunks at a time, side by side: four streams of loads in flight. With one,
+  // this pass read x at half the rate the apply pass reaches with its three streams
+  // (x, gamma, beta), and took 60 of the 165 us at 224x64^2 on Zen 2 (two threads);
+  // four took the whole op to ~140 us. Each chunk keeps its own float32 sums.
+  int64_t c = 0;
+  for (; c + 4 * kChunk <= n; c += 4 * kChunk) {
+    const T* x0 = x + c;
+    const T* x1 = x0 + kChunk;
+    const T* x2 = x1 + kChunk;
+    const T* x3 = x2 + kChunk;
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;  // sums of d
+    float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;  // sums of d^2
+#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
+    for (int64_t i = 0; i < kChunk; ++i) {
+      const float d0 = (facegen::load_f32(x0[i]) - hi) - lo;
+      const float d1 = (facegen::load_f32(x1[i]) - hi) - lo;
+      const float d2 = (facegen::load_f32(x2[i]) - hi) - lo;
+      const float d3 = (facegen::load_f32(x3[i]) - hi) - lo;
+      a0 += d0;
+      a1 += d1;
+      a2 += d2;
+      a3 += d3;
+      b0 += d0 * d0;
+      b1 += d1 * d1;
+      b2 += d2 * d2;
+      b3 += d3 * d3;
+    }
+    s1 += (double(a0) + double(a1)) + (double(a2) + double(a3));
+    s2 += (double(b0) + double(b1)) + (double(b2) + double(b3));
+  }
+  for (; c < n; c += kChunk) {
     const int64_t end = std::min(n, c + kChunk);
     float p1 = 0.0f, p2 = 0.0f;
 #pragma omp simd reduction(+ : p1, p2)
