@@ -252,17 +252,23 @@ using facegen::f32x8;
 using facegen::i32x8;
 using facegen::load8;
 
-// 2^x as exp2_avx512<5> computes it: n = round(x), 2^(x - n) from exp's Taylor
-// polynomial (x - n is exact and |(x - n) ln2| <= 0.35: ~1e-7 relative), 2^n from
-// the exponent bits. Inputs below -126 give 2^-126, inputs above 127 give 2^127
-// (callers redo rows past kSlack); NaN stays NaN.
+// 2^x as exp2_avx512<5> computes it: n = round(x), 2^(x - n) by the same fitted
+// polynomial of degree 5 (x - n is exact and in [-1/2, 1/2]: 2.3e-7 relative), 2^n
+// from the exponent bits. Inputs below -126 give 2^-126, inputs above 127 give 2^127
+// (callers redo rows past kSlack); NaN stays NaN. The clamps are written as max and
+// min (one instruction each; they map NaN to the bound, and the last line restores it).
 inline f32x8 exp2_x8(f32x8 x) {
   const f32x8 zero = {};
-  f32x8 xc = x < -126.0f ? zero - 126.0f : x;
-  xc = xc > 127.0f ? zero + 127.0f : xc;
+  f32x8 xc = x > -126.0f ? x : zero - 126.0f;
+  xc = xc < 127.0f ? xc : zero + 127.0f;
   const f32x8 n = (xc + 12582912.0f) - 12582912.0f;  // + 1.5 * 2^23 rounds to an integer
-  const f32x8 r = (xc - n) * 0.693147180559945309f;
-  const f32x8 p = facegen::exp_poly(r);
+  const f32x8 f = xc - n;
+  f32x8 p = zero + 1.3266970636323094e-3f;
+  p = p * f + 9.675459936261177e-3f;
+  p = p * f + 5.550742521882057e-2f;
+  p = p * f + 0.24022121727466583f;
+  p = p * f + 0.6931469440460205f;
+  p = p * f + 1.0000001192092896f;
   const i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
   const f32x8 y = p * (f32x8)bits;  // a vector cast reinterprets the bits
   return x != x ? x : y;
@@ -289,30 +295,37 @@ inline float row_max(const float* s, int64_t n, float c) {
   return mx;
 }
 
-// The tail of a row (fewer than eight scores) goes through a zero-padded vector.
+// Whole groups of eight scores first, with fixed-size loads and stores: a copy of a
+// runtime length (as a loop that also handled the tail had) became a call to memcpy
+// for every eight scores. The tail (fewer than eight) goes through a padded vector.
 template <bool kTrack, typename P>
 inline float exp_row(const float* s, int64_t n, float c, float m, P* p, float* xmax) {
   const float ninf = -std::numeric_limits<float>::infinity();
   f32x8 sum = {}, x_max = f32x8{} + ninf;
-  for (int64_t j = 0; j < n; j += 8) {
-    const int64_t w = std::min<int64_t>(8, n - j);
-    f32x8 sv = {};
-    if (w == 8) {
-      sv = load8(s + j);
-    } else {
-      std::memcpy(&sv, s + j, w * sizeof(float));
-    }
-    f32x8 x = sv * c - m;
-    for (int64_t k = w; k < 8; ++k) x[k] = ninf;  // padding: no max, and weight 0 below
+  auto step = [&](f32x8 x, int64_t j, int64_t w) __attribute__((always_inline)) {
     f32x8 e = exp2_x8(x);
-    for (int64_t k = w; k < 8; ++k) e[k] = 0.0f;
+    for (int64_t k = w; k < 8; ++k) e[k] = 0.0f;  // padding lanes (x = -inf) weigh 0
     if (kTrack) x_max = x > x_max ? x : x_max;
     sum += e;
     if constexpr (std::is_same_v<P, float>) {
-      std::memcpy(p + j, &e, w * sizeof(float));
+      if (w == 8) {
+        std::memcpy(p + j, &e, sizeof e);
+      } else {
+        std::memcpy(p + j, &e, w * sizeof(float));
+      }
     } else {
       for (int k = 0; k < w; ++k) facegen::store_f32(p + j + k, e[k]);
     }
+  };
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) step(load8(s + j) * c - m, j, 8);
+  if (j < n) {
+    const int64_t w = n - j;
+    f32x8 sv = {};
+    std::memcpy(&sv, s + j, w * sizeof(float));
+    f32x8 x = sv * c - m;
+    for (int64_t k = w; k < 8; ++k) x[k] = ninf;  // padding: no max, and weight 0
+    step(x, j, w);
   }
   if (kTrack) *xmax = hmax8(x_max);
   return hsum8(sum);
