@@ -255,8 +255,8 @@ using facegen::load8;
 // 2^x as exp2_avx512<5> computes it: n = round(x), 2^(x - n) by the same fitted
 // polynomial of degree 5 (x - n is exact and in [-1/2, 1/2]: 2.3e-7 relative), 2^n
 // from the exponent bits. Inputs below -126 give 2^-126, inputs above 127 give 2^127
-// (callers redo rows past kSlack); NaN stays NaN. The clamps are written as max and
-// min (one instruction each; they map NaN to the bound, and the last line restores it).
+// (callers redo rows past kSlack); NaN stays NaN (the clamps map it to a bound, and
+// the last line restores it).
 inline f32x8 exp2_x8(f32x8 x) {
   const f32x8 zero = {};
   f32x8 xc = x > -126.0f ? x : zero - 126.0f;
