@@ -17,7 +17,9 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/extension.h>
 
+#include <cmath>
 #include <initializer_list>
+#include <optional>
 
 namespace facegen {
 
@@ -58,6 +60,14 @@ bool checks_pass(Check&& check) {
   } catch (const c10::Error&) {
     return false;
   }
+}
+
+// The scale a Python call means: `scale`, or d ** -0.5 when it is None, as the Python
+// functions compute it. None for d = 0, where Python's division raises.
+inline std::optional<double> scale_or_default(std::optional<double> scale, int64_t d) {
+  if (scale) return scale;
+  if (d == 0) return std::nullopt;
+  return 1.0 / std::sqrt(double(d));
 }
 
 }  // namespace facegen

@@ -854,14 +854,9 @@ void check_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     mask.sizes());
 }
 
-}  // namespace
-
-// q: [B, h, L, d]; k, v: [B, h, R, d]; mask: [B, L, R]; one dtype (float32 or
-// bfloat16), any strides. Returns softmax_R(mask-filtered q k^T * scale) @ v with
-// the reference's zero-logit rule, as a contiguous [B, h, L, d] tensor of q's dtype.
-at::Tensor masked_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const at::Tensor& mask, double scale) {
-  check_args(q, k, v, mask);
+// masked_cross_attention on inputs that check_args passed.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& mask, double scale) {
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), d = q.size(3);
   const int64_t R = k.size(2);
   at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
@@ -881,6 +876,17 @@ at::Tensor masked_cross_attention(const at::Tensor& q, const at::Tensor& k, cons
   return out;
 }
 
+}  // namespace
+
+// q: [B, h, L, d]; k, v: [B, h, R, d]; mask: [B, L, R]; one dtype (float32 or
+// bfloat16), any strides. Returns softmax_R(mask-filtered q k^T * scale) @ v with
+// the reference's zero-logit rule, as a contiguous [B, h, L, d] tensor of q's dtype.
+at::Tensor masked_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& mask, double scale) {
+  check_args(q, k, v, mask);
+  return attention(q, k, v, mask, scale);
+}
+
 // The public function's call in plain eager mode (direct_call.h): the kernel's result,
 // or None for the Python route, which converts a mask of another dtype, sends other
 // dtypes to the reference and reports bad inputs. scale: None for d ** -0.5.
@@ -889,11 +895,12 @@ std::optional<at::Tensor> masked_cross_attention_eager(const at::Tensor& q, cons
                                                        const at::Tensor& mask,
                                                        std::optional<double> scale) {
   if (!facegen::direct_call_allowed({&q, &k, &v, &mask}) ||
-      !facegen::checks_pass([&] { check_args(q, k, v, mask); }) || (!scale && q.size(3) == 0)) {
+      !facegen::checks_pass([&] { check_args(q, k, v, mask); })) {
     return std::nullopt;
   }
-  return masked_cross_attention(q, k, v, mask,
-                                scale ? *scale : 1.0 / std::sqrt(double(q.size(3))));
+  const std::optional<double> s = facegen::scale_or_default(scale, q.size(3));
+  if (!s) return std::nullopt;
+  return attention(q, k, v, mask, *s);
 }
 
 void register_masked_cross_attention(pybind11::module_& m) {

@@ -850,13 +850,10 @@ void run(const at::Tensor& q, const at::Tensor& k_self, const at::Tensor& v_self
   drive(plan, kernel, o);
 }
 
-}  // namespace
-
-at::Tensor shared_self_attention(const at::Tensor& q, const at::Tensor& k_self,
-                                 const at::Tensor& v_self, const at::Tensor& k_ref,
-                                 const at::Tensor& v_ref, const at::Tensor& ref_keep,
-                                 double scale, bool exclude) {
-  check_args(q, k_self, v_self, k_ref, v_ref, ref_keep);
+// shared_self_attention on inputs that check_args passed.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k_self, const at::Tensor& v_self,
+                  const at::Tensor& k_ref, const at::Tensor& v_ref, const at::Tensor& ref_keep,
+                  double scale, bool exclude) {
   at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   const bool bf16 = q.scalar_type() == at::kBFloat16;
@@ -868,6 +865,16 @@ at::Tensor shared_self_attention(const at::Tensor& q, const at::Tensor& k_self,
   return out;
 }
 
+}  // namespace
+
+at::Tensor shared_self_attention(const at::Tensor& q, const at::Tensor& k_self,
+                                 const at::Tensor& v_self, const at::Tensor& k_ref,
+                                 const at::Tensor& v_ref, const at::Tensor& ref_keep,
+                                 double scale, bool exclude) {
+  check_args(q, k_self, v_self, k_ref, v_ref, ref_keep);
+  return attend(q, k_self, v_self, k_ref, v_ref, ref_keep, scale, exclude);
+}
+
 // The public function's call in plain eager mode (direct_call.h): the kernel's result,
 // or None for the Python route, which sends other dtypes to the reference and reports
 // bad inputs. scale: None for d ** -0.5.
@@ -876,12 +883,12 @@ std::optional<at::Tensor> shared_self_attention_eager(
     const at::Tensor& k_ref, const at::Tensor& v_ref, const at::Tensor& ref_keep,
     std::optional<double> scale, bool exclude) {
   if (!facegen::direct_call_allowed({&q, &k_self, &v_self, &k_ref, &v_ref, &ref_keep}) ||
-      !facegen::checks_pass([&] { check_args(q, k_self, v_self, k_ref, v_ref, ref_keep); }) ||
-      (!scale && q.size(3) == 0)) {
+      !facegen::checks_pass([&] { check_args(q, k_self, v_self, k_ref, v_ref, ref_keep); })) {
     return std::nullopt;
   }
-  return shared_self_attention(q, k_self, v_self, k_ref, v_ref, ref_keep,
-                               scale ? *scale : 1.0 / std::sqrt(double(q.size(3))), exclude);
+  const std::optional<double> s = facegen::scale_or_default(scale, q.size(3));
+  if (!s) return std::nullopt;
+  return attend(q, k_self, v_self, k_ref, v_ref, ref_keep, *s, exclude);
 }
 
 // Which GEMM backend a dtype ("float32" or "bfloat16") uses in this process.

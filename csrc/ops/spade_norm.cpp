@@ -234,14 +234,9 @@ void check_args(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& 
   TORCH_CHECK_VALUE(eps > 0, kOp, ": eps must be positive, got ", eps);
 }
 
-}  // namespace
-
-// x, gamma, beta: [B, C, H, W], one dtype (float32 or bfloat16), any strides.
-// Returns act(GroupNorm(x, groups, eps, no affine) * (1 + gamma) + beta) as a
-// contiguous [B, C, H, W] tensor of x's dtype; act is SiLU when `silu`.
-at::Tensor spade_norm(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
-                      int64_t groups, double eps, bool silu) {
-  check_args(x, gamma, beta, groups, eps);
+// spade_norm on inputs that check_args passed.
+at::Tensor normalize(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                     int64_t groups, double eps, bool silu) {
   const at::Tensor xc = x.contiguous();
   const at::Tensor gc = gamma.contiguous();
   const at::Tensor bc = beta.contiguous();
@@ -262,6 +257,17 @@ at::Tensor spade_norm(const at::Tensor& x, const at::Tensor& gamma, const at::Te
   return out;
 }
 
+}  // namespace
+
+// x, gamma, beta: [B, C, H, W], one dtype (float32 or bfloat16), any strides.
+// Returns act(GroupNorm(x, groups, eps, no affine) * (1 + gamma) + beta) as a
+// contiguous [B, C, H, W] tensor of x's dtype; act is SiLU when `silu`.
+at::Tensor spade_norm(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                      int64_t groups, double eps, bool silu) {
+  check_args(x, gamma, beta, groups, eps);
+  return normalize(x, gamma, beta, groups, eps, silu);
+}
+
 // The public function's call in plain eager mode (direct_call.h): the kernel's result,
 // or None for the Python route, which sends other dtypes to the reference and reports
 // bad inputs.
@@ -272,7 +278,7 @@ std::optional<at::Tensor> spade_norm_eager(const at::Tensor& x, const at::Tensor
       !facegen::checks_pass([&] { check_args(x, gamma, beta, groups, eps); })) {
     return std::nullopt;
   }
-  return spade_norm(x, gamma, beta, groups, eps, silu);
+  return normalize(x, gamma, beta, groups, eps, silu);
 }
 
 void register_spade_norm(pybind11::module_& m) {
