@@ -17,10 +17,15 @@ interpolation (the report measures it separately). The parser averages eight tes
 passes (PARSER_TTA: the pixel phases of its 2x2 cells, each also mirrored), at 8x the
 cost of one.
 
+Attributes: the face net's global head gives all 32; the fine geometric ones (nose
+width, brow arch and thickness, lip fullness, lipstick, chubbiness, age) are then taken
+from the region heads (:class:`~facegen_rt.eval.nets.RegionNet`), which read crops cut
+at the face net's landmarks and aligned to the eye line.
+
 Embedding: the global average pools of the face net's last two encoder stages
 (8x8 and 16x16), concatenated, not normalised (FaceNet.embedding_dim values).
 
-Weights: ``facegen_rt/assets/evaluators/{parser,face}.safetensors`` with their JSON
+Weights: ``facegen_rt/assets/evaluators/{parser,face,regions}.safetensors`` with their JSON
 configs (architecture and the training record); see :mod:`facegen_rt.eval.train`.
 
 Held-out item ranges (the train split is never used for evaluation): the report reads
@@ -42,7 +47,7 @@ from ..data.synthface.classes import CLASS_ID
 from . import nets
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "evaluators"
-KINDS = ("parser", "face")
+KINDS = ("parser", "face", "regions")
 REPORT_HELDOUT_START = 0
 TEST_HELDOUT_START = 1_000_000
 
@@ -109,10 +114,11 @@ def _to_net_res(x: torch.Tensor) -> torch.Tensor:
 
 
 class Evaluators:
-    """The parser and the face net (landmarks, attributes, embedding), loaded lazily.
+    """The parser, the face net (landmarks, attributes, embedding) and the region
+    attribute heads, loaded lazily.
 
     Args:
-        asset_dir: where ``parser.safetensors`` / ``face.safetensors`` live.
+        asset_dir: where ``parser``, ``face`` and ``regions`` ``.safetensors`` live.
         batch: images per forward pass.
     """
 
@@ -181,15 +187,19 @@ class Evaluators:
 
     @torch.no_grad()
     def analyze(self, images) -> dict:
-        """One face-net pass: {"landmarks" float32 [N, 39, 2] (input pixels), "attributes"
-        float32 [N, 32] probabilities, "embedding" float32 [N, D]}."""
+        """One face-net pass and the region heads at its landmarks: {"landmarks" float32
+        [N, 39, 2] (input pixels), "attributes" float32 [N, 32] probabilities, "embedding"
+        float32 [N, D]}."""
         x = as_float_images(images)
-        net = self.net("face")
+        net, regions = self.net("face"), self.net("regions")
         lms, ats, embs = [], [], []
         for s in range(0, x.shape[0], self.batch):
-            o = net(_to_net_res(x[s:s + self.batch]).contiguous(memory_format=torch.channels_last))
-            lms.append(o["landmarks"].float())
-            ats.append(torch.sigmoid(o["attr_logits"].float()))
+            x128 = _to_net_res(x[s:s + self.batch])
+            o = net(x128.contiguous(memory_format=torch.channels_last))
+            lm, at = o["landmarks"].float(), torch.sigmoid(o["attr_logits"].float())
+            at[:, regions.attribute_ids] = torch.sigmoid(regions(x128, lm).float())
+            lms.append(lm)
+            ats.append(at)
             embs.append(o["embedding"].float())
         h, w = x.shape[-2:]
         scale = torch.tensor([w / nets.NET_RES, h / nets.NET_RES])

@@ -13,6 +13,11 @@ which is what makes a 30-minute CPU training possible.
 * :class:`FaceNet`: a shared encoder with a landmark head (per-landmark heatmap logits
   at 32x32 from a small feature pyramid, read out by soft-argmax) and an attribute
   head on globally pooled features; those pooled features are the embedding.
+* :class:`RegionNet`: attribute heads for the fine geometric attributes (nose width,
+  brow arch and thickness, lip fullness, ...), each a small CNN on a crop of one face
+  region cut at the landmarks and aligned to the eye line. The face net's global head
+  sees a 10-pixel nose as a speck of a 128x128 image and, in a 30-minute CPU run, often
+  never learns it; on an aligned crop the same attribute is learnt in one epoch.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.synthface import NUM_ATTRIBUTES, NUM_CLASSES, NUM_LANDMARKS
+from ..data.synthface import ATTRIBUTE_NAMES, LANDMARK_NAMES, NUM_ATTRIBUTES, NUM_CLASSES, NUM_LANDMARKS
 
-#: input resolution both nets are trained at (other sizes are resized to it)
+#: input resolution the nets are trained at (other sizes are resized to it)
 NET_RES = 128
+_EYE_CENTRES = (LANDMARK_NAMES.index("l_eye_center"), LANDMARK_NAMES.index("r_eye_center"))
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -167,6 +173,85 @@ class FaceNet(nn.Module):
         return out
 
 
+#: RegionNet's default regions: (name, landmarks whose mean is the crop centre, half-size
+#: (along, across the eye line) in units of the eye-centre distance, crop size (w, h) in
+#: samples, attributes read from it). Sizes keep about one sample per pixel at 128x128,
+#: where the eye centres are about 22 px apart.
+REGIONS = (
+    ("nose", ("nose_tip",), (0.5, 0.5), (24, 24), ("Big_Nose",)),
+    ("brows", ("l_brow_peak", "r_brow_peak"), (1.0, 0.35), (44, 16), ("Arched_Eyebrows", "Bushy_Eyebrows")),
+    ("lips", ("upper_lip_top", "lower_lip_bottom"), (0.75, 0.5), (32, 22), ("Big_Lips", "Wearing_Lipstick")),
+    ("face", ("l_eye_center", "r_eye_center", "chin"), (1.4, 1.5), (48, 52), ("Chubby", "Young")),
+)
+
+
+@dataclass
+class RegionConfig:
+    """The crop regions (see REGIONS) and the widths of each region's CNN."""
+
+    regions: tuple = REGIONS
+    widths: tuple = (24, 48, 64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def aligned_crops(img: torch.Tensor, lm: torch.Tensor, centre: list, half: tuple, size: tuple) -> torch.Tensor:
+    """Crops of one face region in the eye-line frame, bilinearly resampled.
+
+    img float [N, 3, H, W]; lm float [N, 39, 2] pixel (x, y) at H x W (pixel i spans
+    [i, i + 1)); centre: landmark indices whose mean is the crop centre; half: half-size
+    (along, across the eye line) in eye-centre distances; size: (w, h) of the output.
+    Returns float [N, 3, h, w]. Aligning to the eye line removes roll and scale, which
+    the small heads would otherwise have to learn.
+    """
+    n, _, h, w = img.shape
+    d = lm[:, _EYE_CENTRES[1]] - lm[:, _EYE_CENTRES[0]]
+    iod = d.norm(dim=1).clamp_min(1e-3)
+    ex = d / iod[:, None]                                  # along the eye line
+    ey = torch.stack([-ex[:, 1], ex[:, 0]], 1)             # across it
+    c = lm[:, list(centre)].mean(1)
+    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=img.dtype, device=img.device)
+    theta = torch.stack([ex * (half[0] * iod)[:, None] * scale, ey * (half[1] * iod)[:, None] * scale,
+                         c * scale - 1.0], 2)             # [N, 2, 3]: normalised source coordinates
+    grid = F.affine_grid(theta, [n, 3, size[1], size[0]], align_corners=False)
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class RegionNet(nn.Module):
+    """Attribute logits from aligned region crops.
+
+    ``forward(x, landmarks)`` with x float [N, 3, 128, 128] in [0, 1] and landmarks float
+    [N, 39, 2] (pixel (x, y) at 128x128, the face net's) returns float [N, len(attributes)]
+    logits in the order of :attr:`attributes` (names from ATTRIBUTE_NAMES).
+    """
+
+    def __init__(self, cfg: RegionConfig = RegionConfig()):
+        super().__init__()
+        self.cfg = cfg
+        w = tuple(cfg.widths)
+        self.regions = [(tuple(LANDMARK_NAMES.index(k) for k in lms), tuple(half), tuple(size))
+                        for _, lms, half, size, _ in cfg.regions]
+        self.attributes = tuple(a for *_, attrs in cfg.regions for a in attrs)
+        self.attribute_ids = [ATTRIBUTE_NAMES.index(a) for a in self.attributes]
+        self.heads = nn.ModuleList(
+            nn.Sequential(conv_bn(3, w[0]), nn.MaxPool2d(2), conv_bn(w[0], w[1]), nn.MaxPool2d(2),
+                          conv_bn(w[1], w[2]), conv_bn(w[2], w[2]), _AvgMaxPool(), nn.Linear(2 * w[2], len(attrs)))
+            for *_, attrs in cfg.regions)
+
+    def forward(self, x: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        x = x * 2.0 - 1.0
+        return torch.cat([head(aligned_crops(x, landmarks, *region))
+                          for head, region in zip(self.heads, self.regions)], 1)
+
+
+class _AvgMaxPool(nn.Module):
+    """[N, C, h, w] -> [N, 2C]: global mean and max (a thin brow edge is a max, a width a mean)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+
+
 def soft_argmax(heat: torch.Tensor, res: int) -> torch.Tensor:
     """Expected (x, y) under softmax(heat) over each map, in pixels of a ``res`` image.
 
@@ -180,14 +265,20 @@ def soft_argmax(heat: torch.Tensor, res: int) -> torch.Tensor:
     return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], -1)
 
 
+def _tuples(v):
+    return tuple(_tuples(e) for e in v) if isinstance(v, (list, tuple)) else v
+
+
 def build(kind: str, config: dict | None = None) -> nn.Module:
-    """A fresh ``"parser"`` or ``"face"`` net from a config dict (None = defaults)."""
+    """A fresh ``"parser"``, ``"face"`` or ``"regions"`` net from a config dict (None = defaults)."""
     cfg = dict(config or {})
+    if kind == "regions":
+        return RegionNet(RegionConfig(**{k: _tuples(v) for k, v in cfg.items()}))
     if kind == "parser":
         return ParserNet(ParserConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
     if kind == "face":
         return FaceNet(FaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
-    raise ValueError(f"unknown evaluator net kind {kind!r} (expected 'parser' or 'face')")
+    raise ValueError(f"unknown evaluator net kind {kind!r} (expected 'parser', 'face' or 'regions')")
 
 
 def num_params(m: nn.Module) -> int:

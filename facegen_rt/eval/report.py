@@ -199,7 +199,7 @@ def render_markdown(rep: dict) -> str:
                      f"{t.get('minutes_used')} min | {t.get('steps')} | {t.get('images_seen')} | `{t.get('command')}` |")
     tm = r["timing"]
     lines += ["", f"Inference at 128x128, batch 64, fp32: parser {tm['parser_ms_per_image']:.1f} ms/image, "
-              f"face net {tm['face_ms_per_image']:.1f} ms/image (load average at end "
+              f"face net and region heads {tm['face_ms_per_image']:.1f} ms/image (load average at end "
               f"{', '.join(f'{v:.1f}' for v in rep['machine']['loadavg_end'])}).", ""]
     return "\n".join(lines)
 

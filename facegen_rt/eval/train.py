@@ -2,8 +2,14 @@
 
 One command per evaluator, reproducible from its seed::
 
-    python -m facegen_rt.eval.train parser --minutes 30 --seed 0
-    python -m facegen_rt.eval.train face   --minutes 30 --seed 1
+    python -m facegen_rt.eval.train parser  --minutes 30 --seed 0
+    python -m facegen_rt.eval.train face    --minutes 30 --seed 1
+    python -m facegen_rt.eval.train regions --minutes 20 --seed 2
+
+``regions`` (the region-crop attribute heads) trains on crops cut at the true landmarks,
+each moved by Gaussian noise (``lm_jitter`` pixels) to stand in for the face net's
+error; its validation crops at the bundled face net's predicted landmarks, as
+:class:`~facegen_rt.eval.evaluators.Evaluators` does.
 
 Steps of a run:
 
@@ -213,6 +219,14 @@ def face_loss(net, batch, cfg) -> torch.Tensor:
     return loss
 
 
+def region_loss(net, batch, cfg) -> torch.Tensor:
+    lm = batch["landmarks"] + cfg["lm_jitter"] * torch.randn_like(batch["landmarks"])
+    return F.binary_cross_entropy_with_logits(net(batch["image"], lm), batch["attributes"][:, net.attribute_ids])
+
+
+LOSSES = {"parser": parser_loss, "face": face_loss, "regions": region_loss}
+
+
 def factor_table(seed: int, n: int) -> tuple[tuple, np.ndarray]:
     """(names, float32 [n, F]): every scalar float factor of train items 0..n-1, from z
     alone (no rendering). Regressing them is an auxiliary task of the face net: a binary
@@ -231,20 +245,40 @@ def factor_table(seed: int, n: int) -> tuple[tuple, np.ndarray]:
 
 # ------------------------------------------------------------------ validation
 
+VAL_DISTORTIONS = ("clean", "blur")
+
+
+@torch.no_grad()
+def predicted_landmarks(val: dict, face_net, batch: int = 64) -> dict:
+    """{distortion: float [n, 39, 2]}: ``face_net``'s landmarks on the validation images."""
+    return {dist: torch.cat([face_net(augment.distort(dist, augment.from_uint8(val["image"][s:s + batch]), seed=s))
+                             ["landmarks"].float() for s in range(0, val["image"].shape[0], batch)])
+            for dist in VAL_DISTORTIONS}
+
+
 @torch.no_grad()
 def validate(kind: str, net, val: dict, bf16: bool, batch: int = 64) -> dict:
-    """Validation numbers on the held-out validation arrays (clean and blurred)."""
+    """Validation numbers on the held-out validation arrays (clean and blurred); the
+    region heads read ``val["predicted_landmarks"]`` (see :func:`predicted_landmarks`)."""
     net.eval()
     res = {}
-    for dist in ("clean", "blur"):
+    for dist in VAL_DISTORTIONS:
         outs = []
         for s in range(0, val["image"].shape[0], batch):
             x = augment.distort(dist, augment.from_uint8(val["image"][s:s + batch]), seed=s)
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                o = net(x.contiguous(memory_format=torch.channels_last))
+                if kind == "regions":
+                    o = net(x, val["predicted_landmarks"][dist][s:s + batch])
+                else:
+                    o = net(x.contiguous(memory_format=torch.channels_last))
             outs.append(o.float().argmax(1) if kind == "parser" else
+                        torch.sigmoid(o.float()) if kind == "regions" else
                         {"lm": o["landmarks"].float(), "at": torch.sigmoid(o["attr_logits"].float())})
-        if kind == "parser":
+        if kind == "regions":
+            truth = np.asarray(val["attributes"])[:, net.attribute_ids]
+            acc = 100 * metrics.attribute_accuracy(torch.cat(outs), truth)[1]
+            res.update({f"{a}_{dist}": float(v) for a, v in zip(net.attributes, acc)})
+        elif kind == "parser":
             res[f"miou_{dist}"] = 100 * metrics.dataset_miou(torch.cat(outs), val["label"].astype(np.int64),
                                                             NUM_CLASSES)
         else:
@@ -268,6 +302,9 @@ DEFAULTS = {
                "crop_p": 0.5, "crop_size": 64, "crop_jitter": 12, "bn_recalib_batches": 40},
     "face": {"lr": 5e-3, "batch": 16, "weight_decay": 1e-4, "attr_weight": 4.0, "heatmap_weight": 0.5,
              "aux_weight": 1.0, "geo_p": 0.5, "scale_p": 0.2, "aug_p": 0.5, "bn_recalib_batches": 0},
+    # lm_jitter: about the face net's landmark error (MD 0.27 px on held-out images)
+    "regions": {"lr": 2e-3, "batch": 128, "weight_decay": 1e-4, "lm_jitter": 0.4, "geo_p": 0.5,
+                "scale_p": 0.2, "aug_p": 0.5, "bn_recalib_batches": 0},
 }
 
 
@@ -408,13 +445,17 @@ def train(args) -> Path:
         arch["num_aux"] = len(names)
         log(f"auxiliary targets: {len(names)} standardised factors {list(names)}")
     val = render_arrays(args.val_n, RES, args.data_seed, "heldout", start=VAL_START, workers=args.workers)
+    if kind == "regions":
+        from .evaluators import load_net
+        val["predicted_landmarks"] = predicted_landmarks(val, load_net("face", args.landmarks_from)[0])
+        log(f"validation crops at the landmarks of the face net in {args.landmarks_from}")
     net = nets.build(kind, arch).to(memory_format=torch.channels_last)
     log(f"net: {type(net).__name__} {net.cfg.to_dict()} params={nets.num_params(net)}")
     decay = [p for n_, p in net.named_parameters() if p.dim() > 1]
     no_decay = [p for n_, p in net.named_parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"], betas=(0.9, 0.99))
-    loss_fn = parser_loss if kind == "parser" else face_loss
+    loss_fn = LOSSES[kind]
     g = torch.Generator().manual_seed(args.seed)
     order_rng = np.random.default_rng(args.seed)
     # the loop stops early enough for the BatchNorm pass and the final validation to fit
@@ -471,7 +512,8 @@ def train(args) -> Path:
     history.append({"minutes": round((time.time() - t0) / 60, 2), "step": step, **final})
     log(f"done: {step} steps, {seen} images ({epoch} full epochs), {minutes:.2f} min; final val {final}")
     net.eval()
-    config = {"kind": kind, "arch": net.cfg.to_dict(), "input": "float [N, 3, 128, 128] RGB in [0, 1]",
+    config = {"kind": kind, "arch": net.cfg.to_dict(), "input": "float [N, 3, 128, 128] RGB in [0, 1]"
+              + (" and the face net's landmarks float [N, 39, 2]" if kind == "regions" else ""),
               "training": {"command": cmd, "seed": args.seed, "data": {
                   "split": "train", "dataset_seed": args.data_seed, "items": [0, args.n_train - 1],
                   "count": args.n_train, "res": RES},
@@ -492,8 +534,8 @@ def train(args) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m facegen_rt.eval.train", description=__doc__.split("\n")[0])
-    p.add_argument("kind", choices=("parser", "face"), help="parser (19-class face parsing) or face "
-                   "(landmarks + attributes + embedding)")
+    p.add_argument("kind", choices=tuple(LOSSES), help="parser (19-class face parsing), face "
+                   "(landmarks + attributes + embedding) or regions (attribute heads on region crops)")
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget (default 30)")
     p.add_argument("--steps", type=int, default=None, help="fixed step count for the schedule (still "
                    "capped by --minutes)")
@@ -503,6 +545,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-n", type=int, default=256, help="held-out validation items (logs only)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache directory")
     p.add_argument("--out", type=Path, default=ASSET_DIR, help="where weights, config and log go")
+    p.add_argument("--landmarks-from", type=Path, default=ASSET_DIR, help="regions: folder of the face "
+                   "net whose landmarks the validation crops are cut at")
     p.add_argument("--workers", type=int, default=2, help="render processes for the cache")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = pick 1 or 2 by measuring, "
                    "see ThreadTuner)")

@@ -23,7 +23,7 @@ from facegen_rt.eval.evaluators import TEST_HELDOUT_START, Evaluators, asset_pat
 pytestmark = pytest.mark.skipif(
     not assets_present(),
     reason=f"evaluator weights missing ({', '.join(str(p) for p in asset_paths().values())}); "
-           "train them with `python -m facegen_rt.eval.train parser|face`")
+           "train them with `python -m facegen_rt.eval.train parser|face|regions`")
 
 N128, N256 = 64, 12
 # report (1,000 images): mIoU 92.0 at 128^2 and 88.1 at 256^2, NME 0.85 %, attributes 95.2 %
