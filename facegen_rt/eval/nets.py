@@ -269,16 +269,16 @@ def _tuples(v):
     return tuple(_tuples(e) for e in v) if isinstance(v, (list, tuple)) else v
 
 
+_KINDS = {"parser": (ParserNet, ParserConfig), "face": (FaceNet, FaceConfig), "regions": (RegionNet, RegionConfig)}
+
+
 def build(kind: str, config: dict | None = None) -> nn.Module:
-    """A fresh ``"parser"``, ``"face"`` or ``"regions"`` net from a config dict (None = defaults)."""
-    cfg = dict(config or {})
-    if kind == "regions":
-        return RegionNet(RegionConfig(**{k: _tuples(v) for k, v in cfg.items()}))
-    if kind == "parser":
-        return ParserNet(ParserConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
-    if kind == "face":
-        return FaceNet(FaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
-    raise ValueError(f"unknown evaluator net kind {kind!r} (expected 'parser', 'face' or 'regions')")
+    """A fresh ``"parser"``, ``"face"`` or ``"regions"`` net from a config dict (None =
+    defaults; JSON lists become the config's tuples)."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown evaluator net kind {kind!r} (expected one of {sorted(_KINDS)})")
+    net_cls, cfg_cls = _KINDS[kind]
+    return net_cls(cfg_cls(**{k: _tuples(v) for k, v in (config or {}).items()}))
 
 
 def num_params(m: nn.Module) -> int:

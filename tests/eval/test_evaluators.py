@@ -3,10 +3,10 @@
 The acceptance bars (parser mIoU >= 95 %, landmark NME <= 3 % of the inter-ocular
 distance, attribute accuracy >= 97 %) are measured by the report on 1,000 held-out
 images (python -m facegen_rt.eval.report -> benchmarks/results/evaluators.md); the
-bundled parser and attribute classifier do not reach theirs (report: 92.0 % and
-95.2 %). These tests hold the bundled weights to what they measured there, less a
-margin for the smaller sample: 64 images drawn fresh each session (held-out items from
-TEST_HELDOUT_START on, offset by the session seed). The landmark bar is the issue's.
+bundled parser does not reach its bar (report: 92.0 %). These tests hold the parser to
+what it measured there, less a margin for the smaller sample: 64 images drawn fresh
+each session (held-out items from TEST_HELDOUT_START on, offset by the session seed).
+The landmark and attribute floors are the issue's bars (report: 0.85 % and 99.0 %).
 """
 
 import os
@@ -26,8 +26,8 @@ pytestmark = pytest.mark.skipif(
            "train them with `python -m facegen_rt.eval.train parser|face|regions`")
 
 N128, N256 = 64, 12
-# report (1,000 images): mIoU 92.0 at 128^2 and 88.1 at 256^2, NME 0.85 %, attributes 95.2 %
-MIOU_MIN, MIOU_MIN_256, NME_MAX, ATTR_MIN = 87.5, 83.0, 3.0, 91.0
+# report (1,000 images): mIoU 92.0 at 128^2 and 88.1 at 256^2, NME 0.85 %, attributes 99.0 %
+MIOU_MIN, MIOU_MIN_256, NME_MAX, ATTR_MIN = 87.5, 83.0, 3.0, 97.0
 
 
 def _session_seed() -> int:
