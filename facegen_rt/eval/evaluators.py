@@ -88,6 +88,8 @@ def as_float_images(images) -> torch.Tensor:
         raise TypeError(f"images must be uint8 or floating, got {images.dtype}")
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"float images must be [N, 3, H, W] in [0, 1], got {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("float images contain NaN or infinite values")
     return images.float()
 
 

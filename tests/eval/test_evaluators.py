@@ -113,6 +113,10 @@ def test_rejects_bad_images(ev):
         ev.parse(np.zeros((2, 64, 64, 4), np.uint8))
     with pytest.raises(TypeError):
         ev.parse(torch.zeros(1, 3, 64, 64, dtype=torch.int32))
+    bad = torch.rand(1, 3, 64, 64)
+    bad[0, 1, 5, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        ev.attributes(bad)
 
 
 def test_weights_fit_the_budget():
