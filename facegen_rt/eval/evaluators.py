@@ -188,28 +188,35 @@ class Evaluators:
         return torch.cat(out) if out else torch.empty(0, *x.shape[-2:], dtype=torch.long)
 
     @torch.no_grad()
-    def analyze(self, images) -> dict:
+    def analyze(self, images, attributes: bool = True) -> dict:
         """One face-net pass and the region heads at its landmarks: {"landmarks" float32
         [N, 39, 2] (input pixels), "attributes" float32 [N, 32] probabilities, "embedding"
-        float32 [N, D]}."""
+        float32 [N, D]}. ``attributes=False`` leaves out the attributes and so skips the
+        region heads (landmarks and embedding do not need them)."""
         x = as_float_images(images)
-        net, regions = self.net("face"), self.net("regions")
+        net = self.net("face")
+        regions = self.net("regions") if attributes else None
         lms, ats, embs = [], [], []
         for s in range(0, x.shape[0], self.batch):
             x128 = _to_net_res(x[s:s + self.batch])
             o = net(x128.contiguous(memory_format=torch.channels_last))
-            lm, at = o["landmarks"].float(), torch.sigmoid(o["attr_logits"].float())
-            at[:, regions.attribute_ids] = torch.sigmoid(regions(x128, lm).float())
+            lm = o["landmarks"].float()
+            if regions is not None:
+                at = torch.sigmoid(o["attr_logits"].float())
+                at[:, regions.attribute_ids] = torch.sigmoid(regions(x128, lm).float())
+                ats.append(at)
             lms.append(lm)
-            ats.append(at)
             embs.append(o["embedding"].float())
         h, w = x.shape[-2:]
         scale = torch.tensor([w / nets.NET_RES, h / nets.NET_RES])
-        return {"landmarks": torch.cat(lms) * scale, "attributes": torch.cat(ats), "embedding": torch.cat(embs)}
+        out = {"landmarks": torch.cat(lms) * scale, "embedding": torch.cat(embs)}
+        if attributes:
+            out["attributes"] = torch.cat(ats)
+        return out
 
     def landmarks(self, images) -> torch.Tensor:
         """float32 [N, 39, 2] pixel (x, y) in the input's resolution (LANDMARK_NAMES order)."""
-        return self.analyze(images)["landmarks"]
+        return self.analyze(images, attributes=False)["landmarks"]
 
     def attributes(self, images) -> torch.Tensor:
         """float32 [N, 32] attribute probabilities (ATTRIBUTE_NAMES order)."""
@@ -217,7 +224,7 @@ class Evaluators:
 
     def embed(self, images) -> torch.Tensor:
         """float32 [N, D] embedding for FD-SF and KID."""
-        return self.analyze(images)["embedding"]
+        return self.analyze(images, attributes=False)["embedding"]
 
 
 _DEFAULT: Optional[Evaluators] = None
