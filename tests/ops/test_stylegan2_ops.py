@@ -365,8 +365,13 @@ def test_modulated_conv2d_opcheck():
     styles = torch.randn(2, 4, requires_grad=True)
     noise = torch.randn(16, 16, requires_grad=True)
     op = torch.ops.facegen.modulated_conv2d.default
+    # Eager autograd runs the C++ backward; the traced graph runs the reference's
+    # vector-Jacobian product. The two float32 sums differ by about 1e-6 of the largest
+    # gradient (tens here), which opcheck's default per-element tolerance (1e-5 +
+    # 1.3e-6 |g|) misses on a small, cancelled style gradient in a few % of draws.
+    # The C++ backward is checked against the float64 one further down in this file.
     torch.library.opcheck(op, (x, weight, styles, noise, f, 2, 1, [1, 1, 1, 1], True, False,
-                               True, ""))
+                               True, ""), atol=1e-4, rtol=1e-5)
     torch.library.opcheck(op, (x, weight, styles, None, f, 1, 2, [1, 1, 1, 1], True, True,
                                False, ""),
                           test_utils=("test_schema", "test_autograd_registration",
