@@ -9,7 +9,7 @@
     ev.embed(images)      -> float32 [N, D] features for FD-SF / KID
 
 ``images`` is uint8 [N, H, W, 3] (numpy or torch, or one [H, W, 3] image) or float
-[N, 3, H, W] in [0, 1]. Both nets run at 128x128: other sizes are resized to 128 with
+[N, 3, H, W] in [0, 1]. All three nets run at 128x128: other sizes are resized to 128 with
 antialiased bilinear filtering, parser logits are upsampled bilinearly back to H x W
 before the argmax, and landmarks are scaled by W / 128 and H / 128. So a 256x256 image
 is parsed from its 128x128 reduction with sub-pixel edges recovered by the logit
