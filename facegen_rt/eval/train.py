@@ -246,10 +246,13 @@ def factor_table(seed: int, n: int) -> tuple[tuple, np.ndarray]:
 # ------------------------------------------------------------------ validation
 
 VAL_DISTORTIONS = ("clean", "blur")
+# Validation chunk size. A chunk's distortion is seeded by its first index, so the region
+# heads' validation crops line up with predicted_landmarks only at the same chunking.
+VAL_BATCH = 64
 
 
 @torch.no_grad()
-def predicted_landmarks(val: dict, face_net, batch: int = 64) -> dict:
+def predicted_landmarks(val: dict, face_net, batch: int = VAL_BATCH) -> dict:
     """{distortion: float [n, 39, 2]}: ``face_net``'s landmarks on the validation images."""
     return {dist: torch.cat([face_net(augment.distort(dist, augment.from_uint8(val["image"][s:s + batch]), seed=s))
                              ["landmarks"].float() for s in range(0, val["image"].shape[0], batch)])
@@ -257,7 +260,7 @@ def predicted_landmarks(val: dict, face_net, batch: int = 64) -> dict:
 
 
 @torch.no_grad()
-def validate(kind: str, net, val: dict, bf16: bool, batch: int = 64) -> dict:
+def validate(kind: str, net, val: dict, bf16: bool, batch: int = VAL_BATCH) -> dict:
     """Validation numbers on the held-out validation arrays (clean and blurred); the
     region heads read ``val["predicted_landmarks"]`` (see :func:`predicted_landmarks`)."""
     net.eval()
