@@ -9,7 +9,9 @@ which is what makes a 30-minute CPU training possible.
   the 2x2 pixels of each cell (pixel shuffle back to 128x128). The raw 12-channel
   space-to-depth input is fed again to the last stage so that sub-cell edges are
   decided from the exact pixel colours (labels are ``coverage >= 0.5``, which the
-  anti-aliased colour of an edge pixel encodes).
+  anti-aliased colour of an edge pixel encodes). ``ParserConfig.refine`` adds a small
+  full-resolution stage that corrects the logits from the logits and the pixels (off in
+  the bundled parser; the evaluators' README has what it measured).
 * :class:`FaceNet`: a shared encoder with a landmark head (per-landmark heatmap logits
   at 32x32 from a small feature pyramid, read out by soft-argmax) and an attribute
   head on globally pooled features; those pooled features are the embedding.
@@ -71,6 +73,7 @@ class ParserConfig:
     blocks: tuple = (1, 1, 2, 2)
     num_classes: int = NUM_CLASSES
     patch: int = 2          # space-to-depth factor of the input (2: first stage at 64x64)
+    refine: int = 0         # channels of the full-resolution refinement stage (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +97,14 @@ class ParserNet(nn.Module):
         self.dec1 = conv_bn(w[2] + w[1], w[1])
         self.dec0 = nn.Sequential(conv_bn(w[1] + w[0] + cin, w[0]), conv_bn(w[0], w[0]))
         self.head = nn.Conv2d(w[0], cfg.num_classes * self.patch ** 2, 1)
+        # The parser's errors sit on edge pixels, whose label (coverage >= 0.5) is in their
+        # anti-aliased colour: a small stage at full resolution reads the logits beside the
+        # pixels and adds a correction to the logits.
+        self.refine = None
+        if cfg.refine:
+            r = int(cfg.refine)
+            self.refine = nn.Sequential(conv_bn(cfg.num_classes + 3, r), conv_bn(r, r),
+                                        nn.Conv2d(r, cfg.num_classes, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = F.pixel_unshuffle(x * 2.0 - 1.0, self.patch)   # [N, 3 p^2, 128 / p, 128 / p]
@@ -104,7 +115,10 @@ class ParserNet(nn.Module):
         d2 = self.dec2(torch.cat([_up(e3, e2), e2], 1))
         d1 = self.dec1(torch.cat([_up(d2, e1), e1], 1))
         d0 = self.dec0(torch.cat([_up(d1, e0), e0, s], 1))
-        return F.pixel_shuffle(self.head(d0), self.patch)  # [N, C, 128, 128]
+        logits = F.pixel_shuffle(self.head(d0), self.patch)  # [N, C, 128, 128]
+        if self.refine is not None:
+            logits = logits + self.refine(torch.cat([logits, x * 2.0 - 1.0], 1))
+        return logits
 
 
 @dataclass
