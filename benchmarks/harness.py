@@ -633,8 +633,11 @@ def render_markdown(report: dict, formulas: dict) -> str:
         "|---|---|---|---|",
     ]
     for dt, gm in c["gemm"].items():
+        path = gm.get("path") or f"torch.mm {gm['n']}^2"     # results written before paths
+        others = "; ".join(f"{k} {v:.1f}" for k, v in gm.get("paths", {}).items() if k != path)
+        how = f"{path}, median" + (f" (the faster path; {others})" if others else "")
         lines.append(f"| GEMM {dt} | {gm['gflops']:.1f} GFLOP/s | {gm['p10_gflops']:.1f}-"
-                     f"{gm['p90_gflops']:.1f} | torch.mm {gm['n']}^2, 2n^3 FLOPs, median |")
+                     f"{gm['p90_gflops']:.1f} | {how} |")
     cp = c["copy"]
     lines.append(f"| copy | {cp['gbps']:.1f} GB/s | {cp['p10_gbps']:.1f}-{cp['p90_gbps']:.1f} | "
                  f"dst.copy_(src), 2 x {cp['bytes_per_buffer'] / 2**20:.0f} MiB, "
