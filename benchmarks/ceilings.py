@@ -69,13 +69,11 @@ def _gemm_probes(dtype: torch.dtype, n: int) -> dict[str, tuple[Callable[[], tor
 def measure_gemm(dtype: torch.dtype, n: int, timing: TimingConfig) -> dict:
     """Median GFLOP/s of the faster GEMM path of ``dtype`` (``path``; see the module
     docstring); ``paths`` holds every path's median GFLOP/s."""
-    paths, best = {}, None
-    for name, (call, flops) in _gemm_probes(dtype, n).items():
-        t = time_callable(call, timing)
-        paths[name] = flops / t.median_ms / 1e6
-        if best is None or paths[name] > paths[best[0]]:
-            best = (name, flops, t)
-    name, flops, t = best
+    timed = {name: (flops, time_callable(call, timing))
+             for name, (call, flops) in _gemm_probes(dtype, n).items()}
+    paths = {name: flops / t.median_ms / 1e6 for name, (flops, t) in timed.items()}
+    name = max(paths, key=paths.get)
+    flops, t = timed[name]
     return {"n": n, "gflops": paths[name], "path": name, "paths": paths,
             # the 10th percentile time is the 90th percentile rate
             "p10_gflops": flops / t.p90_ms / 1e6, "p90_gflops": flops / t.p10_ms / 1e6,

@@ -633,9 +633,8 @@ def render_markdown(report: dict, formulas: dict) -> str:
         "|---|---|---|---|",
     ]
     for dt, gm in c["gemm"].items():
-        path = gm.get("path") or f"torch.mm {gm['n']}^2"     # results written before paths
-        others = "; ".join(f"{k} {v:.1f}" for k, v in gm.get("paths", {}).items() if k != path)
-        how = f"{path}, median" + (f" (the faster path; {others})" if others else "")
+        others = "; ".join(f"{k} {v:.1f}" for k, v in gm["paths"].items() if k != gm["path"])
+        how = f"{gm['path']}, median (the faster path; {others})"
         lines.append(f"| GEMM {dt} | {gm['gflops']:.1f} GFLOP/s | {gm['p10_gflops']:.1f}-"
                      f"{gm['p90_gflops']:.1f} | {how} |")
     cp = c["copy"]
