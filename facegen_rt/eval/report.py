@@ -73,12 +73,46 @@ def _chunks(x: torch.Tensor, name: str, seed: int, size: int = 100) -> torch.Ten
     return torch.cat([augment.distort(name, x[s:s + size], seed=seed + s) for s in range(0, x.shape[0], size)])
 
 
+#: bins of the edge coverage of a pixel's own class (renderer's ``edge_conf``, 0.5..1)
+EDGE_BINS = (0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: "mIoU if every error at coverage >= t were fixed" for these t
+EDGE_FIX_FROM = (0.9, 0.8, 0.7, 0.6, 0.55)
+
+
+def edge_error_table(pred: torch.Tensor, labels: torch.Tensor, conf: np.ndarray) -> dict:
+    """Where the parser's errors sit relative to the renderer's edges.
+
+    A label is ``coverage >= 0.5`` of an anti-aliased layer, so a pixel whose own class
+    covers little more than half of it differs from the other side only by a small shift
+    of its blended colour. pred, labels int64 [N, H, W]; conf uint8 [N, H, W] (the
+    coverage of the pixel's class times 255; 255 inside a region). Returns rows per
+    coverage bin (share of pixels, error rate, share of errors, in %) and the mIoU the
+    same predictions would have if every error at coverage >= t were fixed.
+    """
+    c = torch.from_numpy(np.asarray(conf).astype(np.float32) / 255.0)
+    wrong = pred != labels
+    n_wrong = max(int(wrong.sum()), 1)
+
+    def row(name, m):
+        n = int(m.sum())
+        return {"coverage": name, "pixels_pct": 100 * n / m.numel(),
+                "error_rate_pct": 100 * int(wrong[m].sum()) / n if n else None,
+                "errors_pct": 100 * int((wrong & m).sum()) / n_wrong}
+
+    rows = [row(f"{lo:.2f}-{hi:.2f}", (c >= lo - 1e-6) & (c < hi - 1e-6))
+            for lo, hi in zip(EDGE_BINS[:-1], EDGE_BINS[1:])]
+    rows.append(row("1 (inside)", c >= 1.0 - 1e-6))
+    fixed = {f"{t:.2f}": 100 * metrics.dataset_miou(torch.where(c >= t - 1e-6, labels, pred), labels, NUM_CLASSES)
+             for t in EDGE_FIX_FROM}
+    return {"rows": rows, "miou_if_fixed_from": fixed}
+
+
 def evaluate(ev: Evaluators, data: dict, data256: dict | None, seed: int = 1234, log=print) -> dict:
     """All report numbers for rendered held-out arrays (see :func:`train.render_arrays`)."""
     clean = augment.from_uint8(data["image"])
     labels = torch.from_numpy(data["label"].astype(np.int64))
     lm_t, at_t = torch.from_numpy(data["landmarks"]), torch.from_numpy(data["attributes"].astype(np.float32))
-    rows, per_class, per_attr, embs, timing = [], {}, {}, {}, {}
+    rows, per_class, per_attr, embs, timing, edges = [], {}, {}, {}, {}, None
     for name in DISTORTIONS:
         x = _chunks(clean, name, seed)
         t0 = time.perf_counter()
@@ -89,6 +123,7 @@ def evaluate(ev: Evaluators, data: dict, data256: dict | None, seed: int = 1234,
         if name == "clean":
             timing = {"parser_ms_per_image": 1e3 * (t1 - t0) / x.shape[0],
                       "face_ms_per_image": 1e3 * (t2 - t1) / x.shape[0]}
+            edges = edge_error_table(pred, labels, data["edge_conf"]) if "edge_conf" in data else None
         cm = metrics.confusion_matrix(pred, labels, NUM_CLASSES)
         acc, per = metrics.attribute_accuracy(face["attributes"], at_t)
         row = {"distortion": name, "res": 128, "n": int(x.shape[0]),
@@ -136,7 +171,7 @@ def evaluate(ev: Evaluators, data: dict, data256: dict | None, seed: int = 1234,
         bars[f"parser_miou_drop_{name}"] = {"value": d, "bar": f"<= {BARS['parser_miou_max_drop']}",
                                            "pass": d <= BARS["parser_miou_max_drop"]}
     return {"rows": rows, "per_class_iou": per_class, "per_attribute_acc": per_attr,
-            "distribution_distances": dist, "timing": timing, "bars": bars,
+            "parser_edge_errors": edges, "distribution_distances": dist, "timing": timing, "bars": bars,
             "all_pass": all(b["pass"] for b in bars.values())}
 
 
@@ -184,6 +219,17 @@ def render_markdown(rep: dict) -> str:
               "|---" * (len(DISTORTIONS) + 1) + "|"]
     for c in CLASS_NAMES:
         lines.append(f"| {c} | " + " | ".join(_f(r['per_class_iou'][d][c]) for d in DISTORTIONS) + " |")
+    if r.get("parser_edge_errors"):
+        e = r["parser_edge_errors"]
+        lines += ["", "## Parser errors by edge coverage (128x128, clean)", "",
+                  "Coverage: the renderer's anti-aliased coverage of a pixel's own class (its label "
+                  "is coverage >= 0.5; 1 inside a region).", "",
+                  "| coverage | pixels % | error rate % | share of errors % |", "|---|---|---|---|"]
+        for row in e["rows"]:
+            lines.append(f"| {row['coverage']} | {row['pixels_pct']:.2f} | {_f(row['error_rate_pct'])} | "
+                         f"{row['errors_pct']:.1f} |")
+        lines += ["", "mIoU % of the same predictions if every error at coverage >= t were fixed: "
+                  + ", ".join(f"t = {t}: {v:.2f}" for t, v in e["miou_if_fixed_from"].items()) + "."]
     lines += ["", "## Per-attribute accuracy % (128x128)", "", "| attribute | " + " | ".join(DISTORTIONS) + " |",
               "|---" * (len(DISTORTIONS) + 1) + "|"]
     for a in ATTRIBUTE_NAMES:
@@ -216,7 +262,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     t0 = time.time()
     machine = _machine()
-    data = render_arrays(args.n, 128, 0, "heldout", start=REPORT_HELDOUT_START, workers=args.workers)
+    data = render_arrays(args.n, 128, 0, "heldout", start=REPORT_HELDOUT_START, workers=args.workers, edges=True)
     data256 = render_arrays(args.n256, 256, 0, "heldout", start=REPORT_HELDOUT_START,
                             workers=args.workers) if args.n256 > 0 else None
     print(f"rendered in {time.time() - t0:.0f} s")

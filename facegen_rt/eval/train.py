@@ -64,9 +64,10 @@ RES = nets.NET_RES
 # ------------------------------------------------------------------ data
 
 def _render_one(args):
-    seed, stream, res = args
-    s = sample(seed, stream, res)
-    return s.image, s.label, s.landmarks, s.attribute_vector().astype(np.uint8)
+    seed, stream, res, edges = args
+    s = sample(seed, stream, res, edges=edges)
+    out = (s.image, s.label, s.landmarks, s.attribute_vector().astype(np.uint8))
+    return out + s.edges if s.edges is not None else out
 
 
 def _cache_arrays(root: Path, n: int, res: int, mode: str) -> dict:
@@ -79,19 +80,23 @@ def _cache_arrays(root: Path, n: int, res: int, mode: str) -> dict:
 
 
 def render_arrays(n: int, res: int, seed: int, split: str, start: int = 0, workers: int = 2,
-                  out: dict | None = None, log=None) -> dict:
+                  out: dict | None = None, log=None, edges: bool = False) -> dict:
     """Render items ``start..start + n - 1`` of ``split``: {"image" uint8 [n, res, res, 3],
     "label" uint8 [n, res, res], "landmarks" float32 [n, 39, 2], "attributes" uint8 [n, 32]}
-    (into ``out``'s arrays when given)."""
+    (into ``out``'s arrays when given); ``edges`` adds the renderer's edge labels
+    "edge_other" and "edge_conf", uint8 [n, res, res] (see ``synthface.render_with_edges``)."""
     out = out if out is not None else {
         "image": np.empty((n, res, res, 3), np.uint8), "label": np.empty((n, res, res), np.uint8),
         "landmarks": np.empty((n, NUM_LANDMARKS, 2), np.float32),
         "attributes": np.empty((n, NUM_ATTRIBUTES), np.uint8)}
-    jobs = [(seed, split_index(split, start + i), res) for i in range(n)]
+    if edges:
+        out.update(edge_other=np.empty((n, res, res), np.uint8), edge_conf=np.empty((n, res, res), np.uint8))
+    jobs = [(seed, split_index(split, start + i), res, edges) for i in range(n)]
     t0 = time.time()
 
     def put(i, r):
-        out["image"][i], out["label"][i], out["landmarks"][i], out["attributes"][i] = r
+        for key, a in zip(out, r):     # the order of _render_one's arrays
+            out[key][i] = a
         if log is not None and ((i + 1) % 2000 == 0 or i + 1 == n):
             log(f"rendered {i + 1}/{n} ({split}) in {time.time() - t0:.0f} s")
 
@@ -110,7 +115,7 @@ def _renderer_fingerprint(seed: int, res: int) -> str:
     leaves n, res and seed alone, must not reuse a cache of the old pictures."""
     h = hashlib.blake2b(digest_size=8)
     for i in range(4):
-        for a in _render_one((seed, split_index("train", i), res)):
+        for a in _render_one((seed, split_index("train", i), res, False)):
             h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 

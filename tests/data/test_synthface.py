@@ -13,6 +13,7 @@ from facegen_rt.data.synthface import classes as C
 from facegen_rt.data.synthface.factors import ATTRIBUTE_MARGINS, POSE_EXPRESSION_Z_INDEX, _gap
 from facegen_rt.data.synthface.landmarks import LANDMARK_INDEX as LM
 from facegen_rt.data.synthface.raster import Canvas, coverage
+from facegen_rt.data.synthface.render import render_with_edges
 
 
 def _factors(seed, index):
@@ -90,6 +91,43 @@ def test_coverage_is_antialiased_and_label_is_half_coverage():
     assert ((cov > 0) & (cov < 1)).sum() > 40      # a soft edge, not a hard one
     cv.paint(w, cov, (1.0, 0.0, 0.0), C.HAT)
     assert np.array_equal(cv.label == C.HAT, f <= 0)
+
+
+def test_edge_labels_give_the_coverage_and_the_class_across_the_edge():
+    # a hat disk over the background, then a nose disk half over the hat's right edge
+    cv = Canvas(64, scale=1.0, roll=0.0, cx=0.0, cy=0.0, edge_labels=True)
+    w = cv.full()
+    hat = np.sqrt(w.x * w.x + w.y * w.y) - np.float32(10.3 * cv.px)
+    nose = np.sqrt((w.x - np.float32(10.3 * cv.px)) ** 2 + w.y * w.y) - np.float32(3.2 * cv.px)
+    cov_hat, cov_nose = coverage(hat), coverage(nose)
+    cv.paint(w, cov_hat, (1.0, 0.0, 0.0), C.HAT)
+    cv.paint(w, cov_nose, (0.0, 1.0, 0.0), C.NOSE)
+    conf, other = cv.edge_conf, cv.edge_other
+    assert conf.min() >= 0.5 and conf.max() == 1.0
+    hat_in, hat_out = cov_hat == 1, cov_hat == 0
+    # the nose's rim, away from the hat's: conf is the coverage of the pixel's own class
+    rim = (cov_nose > 0) & (cov_nose < 1) & (hat_in | hat_out)
+    assert rim.sum() > 10
+    np.testing.assert_allclose(conf[rim], np.maximum(cov_nose[rim], 1 - cov_nose[rim]), atol=1e-6)
+    took = rim & (cov_nose >= 0.5)
+    assert np.array_equal(other[took], np.where(hat_in[took], C.HAT, C.BACKGROUND))
+    assert (other[rim & ~took] == C.NOSE).all()
+    # the hat's rim, away from the nose: the background across it
+    hat_rim = ~(hat_in | hat_out) & (cov_nose == 0)
+    np.testing.assert_allclose(conf[hat_rim], np.maximum(cov_hat[hat_rim], 1 - cov_hat[hat_rim]), atol=1e-6)
+    assert np.array_equal(other[hat_rim], np.where(cov_hat[hat_rim] >= 0.5, C.BACKGROUND, C.HAT))
+    # where neither layer has an edge, the label is certain
+    assert (conf[(hat_in | hat_out) & ((cov_nose == 0) | (cov_nose == 1))] == 1.0).all()
+
+
+def test_render_with_edges_keeps_the_bytes_of_render():
+    f = _factors(0, 5)
+    image, label = sf.render(f, 96)
+    image2, label2, other, conf = render_with_edges(f, 96)
+    assert np.array_equal(image, image2) and np.array_equal(label, label2)
+    edge = conf < 255
+    assert 0.01 < edge.mean() < 0.2 and conf.min() >= 127
+    assert (other[edge] != label[edge]).mean() > 0.5   # most edges separate two classes
 
 
 def test_eye_mouth_nose_landmarks_match_labels():

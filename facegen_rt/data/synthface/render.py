@@ -41,12 +41,33 @@ def render(factors: Factors, res: int, layout: Layout | None = None):
     Returns ``(image, label)``: image uint8 [res, res, 3] (RGB), label uint8 [res, res]
     with the class ids of :data:`classes.CLASS_NAMES`.
     """
+    r = _run(factors, res, layout, edge_labels=False)
+    return _to_uint8(r.cv.img), r.cv.label
+
+
+def render_with_edges(factors: Factors, res: int, layout: Layout | None = None):
+    """:func:`render` plus the edge labels of raster.py (how near each label is to its
+    coverage threshold).
+
+    Returns ``(image, label, other, conf)``: the image and label of :func:`render` (same
+    bytes), other uint8 [res, res] (class across the pixel's nearest edge) and conf uint8
+    [res, res] (the label's coverage, 0.5..1, times 255, rounded).
+    """
+    r = _run(factors, res, layout, edge_labels=True)
+    conf = np.round(r.cv.edge_conf * F32(255.0)).astype(np.uint8)
+    return _to_uint8(r.cv.img), r.cv.label, r.cv.edge_other, conf
+
+
+def _run(factors: Factors, res: int, layout: Layout | None, edge_labels: bool) -> "_Renderer":
     res = check_res(res)
     lay = layout if layout is not None else make_layout(factors)
-    r = _Renderer(factors, lay, res)
+    r = _Renderer(factors, lay, res, edge_labels)
     r.run()
-    img = np.clip(r.cv.img * F32(255.0) + F32(0.5), 0, 255).astype(np.uint8)
-    return img, r.cv.label
+    return r
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(img * F32(255.0) + F32(0.5), 0, 255).astype(np.uint8)
 
 
 def _rgb(c) -> np.ndarray:
@@ -56,9 +77,9 @@ def _rgb(c) -> np.ndarray:
 class _Renderer:
     """One render: canvas, layout, factors and the per-identity texture noise."""
 
-    def __init__(self, f: Factors, lay: Layout, res: int):
+    def __init__(self, f: Factors, lay: Layout, res: int, edge_labels: bool = False):
         self.f, self.lay, self.res = f, lay, res
-        self.cv = Canvas(res, lay.scale, lay.roll, lay.cx, lay.cy)
+        self.cv = Canvas(res, lay.scale, lay.roll, lay.cx, lay.cy, edge_labels)
         rng = np.random.default_rng([f.texture_seed, 7])
         # lattice sizes are fixed so textures look the same at every resolution
         self.n_lo = value_noise(rng, res, 5)
@@ -257,7 +278,7 @@ class _Renderer:
         edge = smoothstep(0.0, -0.05, fh)
         opacity = (F32(0.9) if h.style == "buzz" else F32(1.0)) * (F32(0.85) + F32(0.15) * edge)
         self.cv.paint(w, cov * opacity, front[idx], None)
-        self.cv.label[w.rs, w.cs][cov >= 0.5] = C.HAIR
+        self.cv.write_label(w, cov, C.HAIR)
 
     def ear(self, e):
         w = self.cv.window(e.cx - e.w, e.cy - e.h, e.cx + e.w, e.cy + e.h)

@@ -18,7 +18,7 @@ from .captions import make_caption
 from .factors import PAIR_STREAM, Factors, factors_from_z, sample_z, with_new_pose_expression
 from .landmarks import landmarks
 from .layout import make_layout
-from .render import check_res, render
+from .render import check_res, render, render_with_edges
 
 #: classes of each part crop
 PART_CLASSES = {
@@ -37,7 +37,9 @@ class SynthSample:
     attributes: {name: bool} (attributes.ATTRIBUTE_NAMES); caption: str;
     parts: {"hair" | "face" | "clothes": (crop uint8 [h, w, 3], mask bool [h, w]) or None
     when the part has no pixel (e.g. hair of a bald face)}; z: float64 [Z_DIM];
-    factors: the Factors it was rendered from; seed/index: its stream (None if built from z).
+    factors: the Factors it was rendered from; seed/index: its stream (None if built from z);
+    edges: (other, conf), each uint8 [H, W], the edge labels of ``render_with_edges`` when
+    asked for, else None.
     """
 
     image: np.ndarray
@@ -50,6 +52,7 @@ class SynthSample:
     factors: Factors
     seed: int | None = None
     index: int | None = None
+    edges: tuple | None = None
 
     @property
     def res(self) -> int:
@@ -79,22 +82,27 @@ def _caption_rng(z: np.ndarray) -> np.random.Generator:
     return np.random.default_rng([int.from_bytes(digest, "little"), 3])
 
 
-def sample_from_z(z, res: int) -> SynthSample:
-    """Render the face of latent ``z`` (float [Z_DIM]) at ``res`` x ``res``."""
+def sample_from_z(z, res: int, edges: bool = False) -> SynthSample:
+    """Render the face of latent ``z`` (float [Z_DIM]) at ``res`` x ``res``; ``edges``
+    also keeps the edge labels (same image and label bytes either way)."""
     res = check_res(res)
     z = np.asarray(z, np.float64).reshape(-1).copy()
     f = factors_from_z(z)
     lay = make_layout(f)
-    image, label = render(f, res, layout=lay)
+    if edges:
+        image, label, other, conf = render_with_edges(f, res, layout=lay)
+    else:
+        image, label = render(f, res, layout=lay)
     attrs = attributes_from_factors(f)
     return SynthSample(image=image, label=label, landmarks=landmarks(lay, res), attributes=attrs,
                        caption=make_caption(attrs, f, _caption_rng(z)),
-                       parts=part_crops(image, label), z=z, factors=f)
+                       parts=part_crops(image, label), z=z, factors=f,
+                       edges=(other, conf) if edges else None)
 
 
-def sample(seed: int, index: int, res: int) -> SynthSample:
-    """The sample of stream (seed, index): ``sample_from_z(sample_z(seed, index), res)``."""
-    s = sample_from_z(sample_z(seed, index), res)
+def sample(seed: int, index: int, res: int, edges: bool = False) -> SynthSample:
+    """The sample of stream (seed, index): ``sample_from_z(sample_z(seed, index), res, edges)``."""
+    s = sample_from_z(sample_z(seed, index), res, edges)
     s.seed, s.index = int(seed), int(index)
     return s
 
