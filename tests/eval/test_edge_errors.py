@@ -30,3 +30,13 @@ def test_edge_error_table_counts_errors_per_coverage_bin_and_the_fixed_miou():
     perfect = edge_error_table(labels, labels, conf)
     assert all(v == 100.0 for v in perfect["miou_if_fixed_from"].values())
 
+
+
+def test_render_arrays_adds_the_edge_labels_and_keeps_the_rest():
+    from facegen_rt.eval.train import render_arrays
+    plain = render_arrays(3, 64, 0, "heldout", start=7, workers=1)
+    with_edges = render_arrays(3, 64, 0, "heldout", start=7, workers=1, edges=True)
+    assert set(with_edges) == set(plain) | {"edge_other", "edge_conf"}
+    for k, v in plain.items():
+        assert np.array_equal(with_edges[k], v), k
+    assert (with_edges["edge_conf"] >= 127).all() and (with_edges["edge_conf"] < 255).any()
