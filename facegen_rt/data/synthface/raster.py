@@ -148,17 +148,17 @@ class Canvas:
         """Write ``cls`` where ``cov >= 0.5`` (cov float32 [h, w] over window ``w``), and
         keep the edge labels when the canvas has them."""
         lab = self.label[w.rs, w.cs]
+        took = cov >= 0.5
         if self.edge_other is not None:
             other, conf = self.edge_other[w.rs, w.cs], self.edge_conf[w.rs, w.cs]
             # pixels this layer takes: the class below becomes the other side
-            took = cov >= 0.5
             other[took] = np.where(cov[took] < 1.0, lab[took], cls)
             conf[took] = cov[took]
             # pixels it half misses keep their class, unless an earlier edge is nearer
             near = (cov > 0.0) & ~took & (F32(1.0) - cov < conf)
             other[near] = cls
             conf[near] = F32(1.0) - cov[near]
-        lab[cov >= 0.5] = cls
+        lab[took] = cls
 
     def shade(self, w: Window, amount: np.ndarray, cls: int | None = None,
               cov: np.ndarray | None = None) -> None:
