@@ -17,6 +17,8 @@ COMMANDS = {
     "generate": ("facegen_rt.pipelines.generate_cli", "generate_main",
                  "mask-controlled face generation with SCA-DM (see --help)"),
     "export": ("facegen_rt.export.cli", "export_main", "export a model to ONNX (see --help)"),
+    "drag": ("facegen_rt.drag.cli", "drag_main",
+             "one DragGAN edit, headless: before/after PNGs and per-step latency (see --help)"),
     "serve": ("facegen_rt.serve.cli", "serve_main",
               "the drag editor in the browser, on a local port (see --help)"),
 }
