@@ -34,19 +34,40 @@ from typing import Optional
 import numpy as np
 import torch
 
+PROG = "facegen-rt drag"
 MASKS = ("none", "lower", "upper")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facegen-rt drag",
-                                description="One DragGAN edit, without the browser: "
-                                            "before/after PNGs and the step latency.",
-                                epilog="Points are pixels of the generator's image: x = column, "
-                                       "y = row, from the top left.")
+def add_generator_arguments(p: argparse.ArgumentParser) -> None:
+    """--weights, --format and --threads (the drag commands: drag and serve)."""
     p.add_argument("--weights", default=None,
                    help="generator file: a facegen_rt .safetensors bundle, an NVlabs .pkl or a "
                         "rosinality .pt (default: the bundled SynthFace generator)")
     p.add_argument("--format", default="auto", choices=("auto", "bundle", "nvlabs", "rosinality"))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def generator_from_args(args: argparse.Namespace, prog: str):
+    """Apply --threads and load --weights / --format; None, after saying why on stderr,
+    when the file is missing or not a generator."""
+    from facegen_rt.weights import load_generator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return load_generator(args.weights, fmt=args.format)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG,
+                                description="One DragGAN edit, without the browser: "
+                                            "before/after PNGs and the step latency.",
+                                epilog="Points are pixels of the generator's image: x = column, "
+                                       "y = row, from the top left.")
+    add_generator_arguments(p)
     p.add_argument("--seed", type=int, default=0,
                    help="latent seed (DragGAN's w0_seed); also draws the default edit")
     p.add_argument("--psi", type=float, default=0.7, help="truncation psi")
@@ -57,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "grayscale PNG of the image's size, white = editable")
     p.add_argument("--steps", type=int, default=200, help="most steps to run")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default="drag_out", help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -138,16 +158,15 @@ def drag_main(argv=None) -> int:
     from PIL import Image
 
     from facegen_rt.drag import DragSession
-    from facegen_rt.weights import load_generator
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.steps < 1:
-        print("error: --steps must be >= 1", file=sys.stderr)
+        print(f"{PROG}: --steps must be >= 1", file=sys.stderr)
+        return 2
+    G = generator_from_args(args, PROG)
+    if G is None:
         return 2
     try:
         points = [parse_point(s) for s in args.point or []]
-        G = load_generator(args.weights, fmt=args.format)
         res = int(G.img_resolution)
         mask = editable_mask(args.mask, res)
         options = {} if args.lr is None else {"lr": args.lr}
@@ -160,8 +179,8 @@ def drag_main(argv=None) -> int:
         for h, t in points:
             session.add_point(h, t)
         session.set_mask(mask)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     placed = session.points  # handles rounded to pixels, in the order given
     if chosen is not None:

@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import sys
 
-import torch
+from facegen_rt.drag.cli import add_generator_arguments, generator_from_args
 
 
 def parse_args(argv):
@@ -15,11 +15,7 @@ def parse_args(argv):
                    help="interface to listen on (default loopback; anything else exposes the "
                         "editor to the network, without authentication)")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--weights", default=None,
-                   help="generator file: a facegen_rt .safetensors bundle, an NVlabs .pkl or a "
-                        "rosinality .pt (default: the bundled SynthFace generator)")
-    p.add_argument("--format", default="auto", choices=("auto", "bundle", "nvlabs", "rosinality"))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_generator_arguments(p)
     p.add_argument("--inversion-steps", type=int, default=100,
                    help="optimization steps when a real image is uploaded")
     p.add_argument("--lr", type=float, default=None, help="drag Adam learning rate")
@@ -34,19 +30,13 @@ def serve_main(argv=None) -> int:
         print("facegen-rt serve needs uvicorn and websockets: "
               "pip install 'facegen_rt[serve]'", file=sys.stderr)
         return 2
-    from facegen_rt.weights import load_generator
-
     from . import create_app
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.inversion_steps < 1:
         print("--inversion-steps must be >= 1", file=sys.stderr)
         return 2
-    try:
-        G = load_generator(args.weights, fmt=args.format)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"facegen-rt serve: {exc}", file=sys.stderr)
+    G = generator_from_args(args, "facegen-rt serve")
+    if G is None:
         return 2
     if not _is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this port can use the "
