@@ -63,6 +63,11 @@ RES = nets.NET_RES
 
 # ------------------------------------------------------------------ data
 
+#: render_arrays' arrays, in the order _render_one returns them (edge labels last)
+RENDERED = ("image", "label", "landmarks", "attributes")
+EDGE_LABELS = ("edge_other", "edge_conf")
+
+
 def _render_one(args):
     seed, stream, res, edges = args
     s = sample(seed, stream, res, edges=edges)
@@ -90,12 +95,13 @@ def render_arrays(n: int, res: int, seed: int, split: str, start: int = 0, worke
         "landmarks": np.empty((n, NUM_LANDMARKS, 2), np.float32),
         "attributes": np.empty((n, NUM_ATTRIBUTES), np.uint8)}
     if edges:
-        out.update(edge_other=np.empty((n, res, res), np.uint8), edge_conf=np.empty((n, res, res), np.uint8))
+        out.update({k: np.empty((n, res, res), np.uint8) for k in EDGE_LABELS})
     jobs = [(seed, split_index(split, start + i), res, edges) for i in range(n)]
+    keys = RENDERED + (EDGE_LABELS if edges else ())
     t0 = time.time()
 
     def put(i, r):
-        for key, a in zip(out, r):     # the order of _render_one's arrays
+        for key, a in zip(keys, r, strict=True):
             out[key][i] = a
         if log is not None and ((i + 1) % 2000 == 0 or i + 1 == n):
             log(f"rendered {i + 1}/{n} ({split}) in {time.time() - t0:.0f} s")

@@ -31,7 +31,6 @@ def test_edge_error_table_counts_errors_per_coverage_bin_and_the_fixed_miou():
     assert all(v == 100.0 for v in perfect["miou_if_fixed_from"].values())
 
 
-
 def test_render_arrays_adds_the_edge_labels_and_keeps_the_rest():
     from facegen_rt.eval.train import render_arrays
     plain = render_arrays(3, 64, 0, "heldout", start=7, workers=1)
