@@ -63,8 +63,7 @@ RES = nets.NET_RES
 
 # ------------------------------------------------------------------ data
 
-#: render_arrays' arrays, in the order _render_one returns them (edge labels last)
-RENDERED = ("image", "label", "landmarks", "attributes")
+#: the renderer's edge labels, which _render_one returns last when asked
 EDGE_LABELS = ("edge_other", "edge_conf")
 
 
@@ -75,9 +74,17 @@ def _render_one(args):
     return out + s.edges if s.edges is not None else out
 
 
+def _array_specs(n: int, res: int, edges: bool = False) -> dict:
+    """{name: (shape, dtype)} of n rendered items, in the order _render_one returns them."""
+    specs = {"image": ((n, res, res, 3), np.uint8), "label": ((n, res, res), np.uint8),
+             "landmarks": ((n, NUM_LANDMARKS, 2), np.float32), "attributes": ((n, NUM_ATTRIBUTES), np.uint8)}
+    if edges:
+        specs.update({k: ((n, res, res), np.uint8) for k in EDGE_LABELS})
+    return specs
+
+
 def _cache_arrays(root: Path, n: int, res: int, mode: str) -> dict:
-    shapes = {"image": ((n, res, res, 3), np.uint8), "label": ((n, res, res), np.uint8),
-              "landmarks": ((n, NUM_LANDMARKS, 2), np.float32), "attributes": ((n, NUM_ATTRIBUTES), np.uint8)}
+    shapes = _array_specs(n, res)
     if mode == "w+":
         return {k: np.lib.format.open_memmap(root / f"{k}.npy", mode="w+", dtype=dt, shape=shp)
                 for k, (shp, dt) in shapes.items()}
@@ -90,14 +97,13 @@ def render_arrays(n: int, res: int, seed: int, split: str, start: int = 0, worke
     "label" uint8 [n, res, res], "landmarks" float32 [n, 39, 2], "attributes" uint8 [n, 32]}
     (into ``out``'s arrays when given); ``edges`` adds the renderer's edge labels
     "edge_other" and "edge_conf", uint8 [n, res, res] (see ``synthface.render_with_edges``)."""
-    out = out if out is not None else {
-        "image": np.empty((n, res, res, 3), np.uint8), "label": np.empty((n, res, res), np.uint8),
-        "landmarks": np.empty((n, NUM_LANDMARKS, 2), np.float32),
-        "attributes": np.empty((n, NUM_ATTRIBUTES), np.uint8)}
-    if edges:
-        out.update({k: np.empty((n, res, res), np.uint8) for k in EDGE_LABELS})
+    specs = _array_specs(n, res, edges)
+    out = {} if out is None else out
+    for key, (shape, dtype) in specs.items():
+        if key not in out:
+            out[key] = np.empty(shape, dtype)
     jobs = [(seed, split_index(split, start + i), res, edges) for i in range(n)]
-    keys = RENDERED + (EDGE_LABELS if edges else ())
+    keys = tuple(specs)
     t0 = time.time()
 
     def put(i, r):
